@@ -1,0 +1,189 @@
+// Package clientapi serves the Matrix client-server API
+// (/_matrix/client/*): it authenticates requests, parses them, makes one
+// call into an engine and writes the answer. Logic lives in the engines.
+package clientapi
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/parley-chat/parley/homeserver/accounts"
+	"github.com/parley-chat/parley/homeserver/ratelimit"
+	"github.com/parley-chat/parley/internal/httpapi"
+	"github.com/parley-chat/parley/internal/mxerr"
+)
+
+// Config is what the client API needs from the server configuration.
+type Config struct {
+	ServerName      string
+	PublicBaseURL   string
+	WellKnownServer string
+	// Versions and UnstableFeatures are what /versions advertises: only
+	// what is implemented.
+	Versions         []string
+	UnstableFeatures map[string]bool
+	// RoomVersions lists the room versions the server can create and join.
+	RoomVersions       map[string]string
+	DefaultRoomVersion string
+}
+
+// API is the client-server API.
+type API struct {
+	cfg      Config
+	accounts *accounts.Engine
+	limits   *ratelimit.Limiter
+
+	touchMu sync.Mutex
+	touched map[string]time.Time
+}
+
+// New builds the client API.
+func New(cfg Config, acc *accounts.Engine, limits *ratelimit.Limiter) *API {
+	return &API{cfg: cfg, accounts: acc, limits: limits, touched: make(map[string]time.Time)}
+}
+
+// authed is a handler that needs an access token.
+type authed func(w http.ResponseWriter, r *http.Request, d *accounts.Device) error
+
+type ctxKey int
+
+const deviceKey ctxKey = 0
+
+// DeviceFrom returns the authenticated device of a request, if any.
+func DeviceFrom(ctx context.Context) *accounts.Device {
+	d, _ := ctx.Value(deviceKey).(*accounts.Device)
+	return d
+}
+
+// AccessToken extracts the access token: the Authorization header, or the
+// deprecated access_token query parameter.
+func AccessToken(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+		return ""
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// auth wraps a handler that requires authentication.
+func (a *API) auth(h authed) http.Handler {
+	return httpapi.Wrap(func(w http.ResponseWriter, r *http.Request) error {
+		d, err := a.authenticate(r)
+		if err != nil {
+			return err
+		}
+		r = r.WithContext(context.WithValue(r.Context(), deviceKey, d))
+		return h(w, r, d)
+	})
+}
+
+// noGuests wraps a handler that guests may not use.
+func (a *API) noGuests(h authed) http.Handler {
+	return a.auth(func(w http.ResponseWriter, r *http.Request, d *accounts.Device) error {
+		if d.IsGuest {
+			return mxerr.GuestAccessForbidden("Guests cannot use this endpoint")
+		}
+		return h(w, r, d)
+	})
+}
+
+func (a *API) authenticate(r *http.Request) (*accounts.Device, error) {
+	if h := r.Header.Get("Authorization"); h != "" && !strings.HasPrefix(h, "Bearer ") {
+		return nil, mxerr.MissingToken("Authorization header must use the Bearer scheme")
+	}
+	d, err := a.accounts.Authenticate(r.Context(), AccessToken(r))
+	if err != nil {
+		return nil, err
+	}
+	httpapi.SetLogUser(r.Context(), d.UserID)
+	a.touch(r, d)
+	return d, nil
+}
+
+// touchEvery coalesces last-seen updates of a device.
+const touchEvery = 5 * time.Minute
+
+func (a *API) touch(r *http.Request, d *accounts.Device) {
+	key := d.UserID + "|" + d.DeviceID
+	now := time.Now()
+	a.touchMu.Lock()
+	last, ok := a.touched[key]
+	if ok && now.Sub(last) < touchEvery {
+		a.touchMu.Unlock()
+		return
+	}
+	a.touched[key] = now
+	if len(a.touched) > 200_000 {
+		for k, t := range a.touched {
+			if now.Sub(t) > touchEvery {
+				delete(a.touched, k)
+			}
+		}
+	}
+	a.touchMu.Unlock()
+	if err := a.accounts.TouchDevice(r.Context(), d, httpapi.ClientIP(r.Context()), r.UserAgent()); err != nil {
+		httpapi.Logger(r.Context()).Warn("could not record device activity", "err", err)
+	}
+}
+
+// Routes registers the client API on r (the server's root router).
+func (a *API) Routes(r *mux.Router) {
+	r.Handle("/.well-known/matrix/client", httpapi.Wrap(a.wellKnownClient)).Methods(http.MethodGet)
+	r.Handle("/.well-known/matrix/server", httpapi.Wrap(a.wellKnownServer)).Methods(http.MethodGet)
+	r.Handle("/_matrix/client/versions", httpapi.Wrap(a.versions)).Methods(http.MethodGet)
+
+	a.legacyRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
+	v1 := httpapi.NewGroup(r, "/_matrix/client/v1")
+	v1.Handle(http.MethodPost, "/login/get_token", a.noGuests(a.getLoginToken))
+	v1.Handle(http.MethodGet, "/register/m.login.registration_token/validity", httpapi.Wrap(a.regTokenValidity))
+
+	admin := httpapi.NewGroup(r, "/_synapse/admin/v1")
+	admin.Handle(http.MethodGet, "/register", httpapi.Wrap(a.adminNonce))
+	admin.Handle(http.MethodPost, "/register", httpapi.Wrap(a.adminRegister))
+	admin.Handle(http.MethodGet, "/registration_tokens", a.admin(a.listRegTokens))
+	admin.Handle(http.MethodPost, "/registration_tokens/new", a.admin(a.newRegToken))
+	admin.Handle(http.MethodGet, "/registration_tokens/{token}", a.admin(a.getRegToken))
+	admin.Handle(http.MethodPut, "/registration_tokens/{token}", a.admin(a.updateRegToken))
+	admin.Handle(http.MethodDelete, "/registration_tokens/{token}", a.admin(a.deleteRegToken))
+}
+
+// legacyRoutes are the endpoints served under both /v3 and /r0.
+func (a *API) legacyRoutes(s *httpapi.Group) {
+	s.Handle(http.MethodGet, "/login", httpapi.Wrap(a.loginFlows))
+	s.Handle(http.MethodPost, "/login", httpapi.Wrap(a.login))
+	s.Handle(http.MethodPost, "/refresh", httpapi.Wrap(a.refresh))
+	s.Handle(http.MethodPost, "/logout", a.auth(a.logout))
+	s.Handle(http.MethodPost, "/logout/all", a.auth(a.logoutAll))
+	s.Handle(http.MethodPost, "/register", httpapi.Wrap(a.register))
+	s.Handle(http.MethodGet, "/register/available", httpapi.Wrap(a.registerAvailable))
+	s.Handle(http.MethodGet, "/account/whoami", a.auth(a.whoami))
+	s.Handle(http.MethodPost, "/account/password", a.noGuests(a.changePassword))
+	s.Handle(http.MethodPost, "/account/deactivate", a.noGuests(a.deactivate))
+	s.Handle(http.MethodGet, "/capabilities", a.auth(a.capabilities))
+
+	s.Handle(http.MethodGet, "/devices", a.auth(a.listDevices))
+	s.Handle(http.MethodGet, "/devices/{deviceId}", a.auth(a.getDevice))
+	s.Handle(http.MethodPut, "/devices/{deviceId}", a.auth(a.putDevice))
+	s.Handle(http.MethodDelete, "/devices/{deviceId}", a.noGuests(a.deleteDevice))
+	s.Handle(http.MethodPost, "/delete_devices", a.noGuests(a.deleteDevices))
+
+	s.Handle(http.MethodGet, "/profile/{userId}", httpapi.Wrap(a.getProfile))
+	s.Handle(http.MethodGet, "/profile/{userId}/{field}", httpapi.Wrap(a.getProfileField))
+	s.Handle(http.MethodPut, "/profile/{userId}/{field}", a.auth(a.putProfileField))
+	s.Handle(http.MethodDelete, "/profile/{userId}/{field}", a.auth(a.deleteProfileField))
+
+	s.Handle(http.MethodGet, "/user/{userId}/account_data/{type}", a.auth(a.getAccountData))
+	s.Handle(http.MethodPut, "/user/{userId}/account_data/{type}", a.auth(a.putAccountData))
+	s.Handle(http.MethodGet, "/user/{userId}/rooms/{roomId}/account_data/{type}", a.auth(a.getRoomAccountData))
+	s.Handle(http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", a.auth(a.putRoomAccountData))
+
+	s.Handle(http.MethodPost, "/user/{userId}/filter", a.auth(a.createFilter))
+	s.Handle(http.MethodGet, "/user/{userId}/filter/{filterId}", a.auth(a.getFilter))
+}

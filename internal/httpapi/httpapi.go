@@ -1,0 +1,272 @@
+// Package httpapi is what the API packages (clientapi, federation, mediaapi)
+// share: handlers that return errors, one adapter that turns those errors
+// into Matrix error bodies, JSON in and out with size limits, request IDs,
+// CORS, access logs and per-route metrics.
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/parley-chat/parley/internal/mxerr"
+)
+
+// Handler is an HTTP handler that returns an error instead of writing one.
+type Handler func(w http.ResponseWriter, r *http.Request) error
+
+type ctxKey int
+
+const (
+	requestIDKey ctxKey = iota
+	loggerKey
+	userKey
+)
+
+// RequestID returns the request's ID, also sent as X-Request-Id.
+func RequestID(ctx context.Context) string {
+	s, _ := ctx.Value(requestIDKey).(string)
+	return s
+}
+
+// Logger returns the request-scoped logger.
+func Logger(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey).(*slog.Logger); ok {
+		return l
+	}
+	return slog.Default()
+}
+
+// logFields collects attributes a handler adds to its access log line.
+type logFields struct{ attrs []slog.Attr }
+
+// SetLogUser records who made the request for the access log.
+func SetLogUser(ctx context.Context, userID string) {
+	if f, ok := ctx.Value(userKey).(*logFields); ok {
+		f.attrs = append(f.attrs, slog.String("user", userID))
+	}
+}
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+func newRequestID() string {
+	b := make([]byte, 10)
+	_, _ = rand.Read(b)
+	return strings.ToLower(idEncoding.EncodeToString(b))
+}
+
+// Wrap adapts h to http.Handler, writing any returned error as a Matrix
+// error. 5xx answers carry the request ID in the body so that an operator
+// can find the log line.
+func Wrap(h Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			WriteError(w, r, err)
+		}
+	})
+}
+
+// WriteError writes err as a Matrix error body.
+func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	ctx := r.Context()
+	me, ok := mxerr.As(err)
+	if !ok {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			me = mxerr.TooLarge("Request body is larger than %d bytes", mbe.Limit)
+		case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+			// The client went away; nobody reads the answer.
+			me = mxerr.Custom(499, "M_UNKNOWN", "Request cancelled")
+		default:
+			me = mxerr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error")
+			me.Cause = err
+		}
+	}
+	body := map[string]any{}
+	if me.Code != "" {
+		// A user-interactive authentication challenge has no errcode
+		// unless a stage failed.
+		body["errcode"], body["error"] = me.Code, me.Msg
+	}
+	for k, v := range me.Extra {
+		body[k] = v
+	}
+	if me.Status >= 500 {
+		id := RequestID(ctx)
+		body["error"] = fmt.Sprintf("%s (request %s)", me.Msg, id)
+		Logger(ctx).ErrorContext(ctx, "request failed", slog.String("errcode", me.Code), slog.Any("err", err))
+	} else if me.Cause != nil {
+		Logger(ctx).DebugContext(ctx, "request refused", slog.String("errcode", me.Code), slog.Any("err", me.Cause))
+	}
+	if me.Code == "M_LIMIT_EXCEEDED" {
+		if ms, ok := me.Extra["retry_after_ms"].(int64); ok {
+			w.Header().Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
+		}
+	}
+	_ = JSON(w, me.Status, body)
+}
+
+// JSON writes v as a JSON response.
+func JSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode response: %w", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+	return nil
+}
+
+// RawJSON writes already-encoded JSON.
+func RawJSON(w http.ResponseWriter, status int, b []byte) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+	return nil
+}
+
+// OK writes 200 with an empty JSON object.
+func OK(w http.ResponseWriter) error { return RawJSON(w, http.StatusOK, []byte("{}")) }
+
+// ReadBody reads the request body, which the body-limit middleware has
+// already bounded.
+func ReadBody(r *http.Request) ([]byte, error) {
+	if r.Body == nil {
+		return nil, nil
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, mxerr.TooLarge("Request body is larger than %d bytes", mbe.Limit)
+		}
+		return nil, mxerr.Unknown("Could not read request body").Wrap(err)
+	}
+	return b, nil
+}
+
+// Decode reads a JSON object body into v. A body that is not JSON is
+// M_NOT_JSON; JSON of the wrong shape is M_BAD_JSON; an empty body is
+// treated as {} when allowEmpty is set.
+func Decode(r *http.Request, v any) error {
+	b, err := ReadBody(r)
+	if err != nil {
+		return err
+	}
+	return DecodeBytes(b, v)
+}
+
+// DecodeBytes is Decode on an already-read body.
+func DecodeBytes(b []byte, v any) error {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		b = []byte("{}")
+	}
+	if !json.Valid(b) {
+		return mxerr.NotJSON("Request body is not valid JSON")
+	}
+	if b[0] != '{' {
+		return mxerr.BadJSON("Request body must be a JSON object")
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return mxerr.BadJSON("Field %q has the wrong type", te.Field)
+		}
+		return mxerr.BadJSON("Request body has the wrong shape: %v", err)
+	}
+	return nil
+}
+
+// Var returns a path variable.
+func Var(r *http.Request, name string) string { return mux.Vars(r)[name] }
+
+// NotFound answers unknown paths with 404 M_UNRECOGNIZED.
+func NotFound() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, r, mxerr.Unrecognized(http.StatusNotFound, "Unrecognized request"))
+	})
+}
+
+// MethodNotAllowed answers a known path with the wrong method with 405
+// M_UNRECOGNIZED.
+func MethodNotAllowed() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, r, mxerr.Unrecognized(http.StatusMethodNotAllowed, "Method %s not allowed here", r.Method))
+	})
+}
+
+// Group registers routes under one or more path prefixes. Routes go
+// flat onto the root router rather than into gorilla subrouters, whose
+// method mismatches surface as 404 instead of 405.
+type Group struct {
+	r        *mux.Router
+	prefixes []string
+}
+
+// NewGroup returns a group of routes under prefixes (at least one).
+func NewGroup(r *mux.Router, prefixes ...string) *Group {
+	return &Group{r: r, prefixes: prefixes}
+}
+
+// Handle registers h for method on path under every prefix.
+func (g *Group) Handle(method, path string, h http.Handler) {
+	for _, p := range g.prefixes {
+		g.r.Handle(p+path, h).Methods(method)
+	}
+}
+
+// statusWriter records the status code and size of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	size   int64
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.size += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer
+// (flushing, hijacking for WebSockets, deadlines).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// RouteName returns the route template of a request ("unmatched" if none),
+// which keeps metric labels bounded.
+func RouteName(r *http.Request) string {
+	if route := mux.CurrentRoute(r); route != nil {
+		if t, err := route.GetPathTemplate(); err == nil {
+			return t
+		}
+	}
+	return "unmatched"
+}
+
+// Timing is a helper for access logs.
+func since(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }

@@ -1,0 +1,180 @@
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the per-route HTTP metrics.
+type Metrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	inflight prometheus.Gauge
+}
+
+// NewMetrics registers the HTTP metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_http_requests_total", Help: "HTTP requests by route, method and status.",
+		}, []string{"route", "method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "parley_http_request_duration_seconds", Help: "HTTP request latency by route and method.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"route", "method"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_http_requests_in_flight", Help: "HTTP requests being served.",
+		}),
+	}
+	reg.MustRegister(m.requests, m.latency, m.inflight)
+	return m
+}
+
+// Stack is the middleware every API request passes through, outermost
+// first: request ID and logger, CORS, body limit, access log and metrics.
+type Stack struct {
+	Logger  *slog.Logger
+	Metrics *Metrics
+	// MaxBody bounds request bodies; routes that stream (media upload)
+	// are listed in Unlimited by path prefix and apply their own limit.
+	MaxBody   int64
+	Unlimited []string
+	// Proxies are trusted to set X-Forwarded-For.
+	Proxies []netip.Prefix
+}
+
+// Handler wraps next with the stack. The router must be next so that the
+// route template is known when metrics are recorded.
+func (s *Stack) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := newRequestID()
+		fields := &logFields{}
+		log := s.Logger.With(slog.String("req", id))
+		ctx := context.WithValue(r.Context(), requestIDKey, id)
+		ctx = context.WithValue(ctx, loggerKey, log)
+		ctx = context.WithValue(ctx, userKey, fields)
+		ctx = context.WithValue(ctx, clientIPKey, s.clientIP(r))
+		r = r.WithContext(ctx)
+
+		h := w.Header()
+		h.Set("X-Request-Id", id)
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
+		if r.Method == http.MethodOptions {
+			// The spec forbids running endpoint logic for OPTIONS.
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		if r.Body != nil && s.MaxBody > 0 && !s.unlimited(r.URL.Path) {
+			r.Body = http.MaxBytesReader(w, r.Body, s.MaxBody)
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		if s.Metrics != nil {
+			s.Metrics.inflight.Inc()
+		}
+		next.ServeHTTP(sw, r)
+		if s.Metrics != nil {
+			s.Metrics.inflight.Dec()
+		}
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		route := RouteName(r)
+		if s.Metrics != nil {
+			s.Metrics.requests.WithLabelValues(route, r.Method, statusText(sw.status)).Inc()
+			s.Metrics.latency.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+		}
+		attrs := []slog.Attr{
+			slog.String("method", r.Method),
+			slog.String("route", route),
+			slog.Int("status", sw.status),
+			slog.Float64("ms", since(start)),
+			slog.Int64("bytes", sw.size),
+			slog.String("ip", ClientIP(ctx)),
+		}
+		attrs = append(attrs, fields.attrs...)
+		level := slog.LevelDebug
+		if sw.status >= 500 {
+			level = slog.LevelWarn
+		}
+		log.LogAttrs(ctx, level, "request", attrs...)
+	})
+}
+
+func (s *Stack) unlimited(path string) bool {
+	for _, p := range s.Unlimited {
+		if strings.HasPrefix(path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+const clientIPKey ctxKey = 100
+
+// ClientIP returns the client's address, believing X-Forwarded-For only
+// from trusted proxies.
+func ClientIP(ctx context.Context) string {
+	s, _ := ctx.Value(clientIPKey).(string)
+	return s
+}
+
+func (s *Stack) clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil || !s.trusted(addr) {
+		return host
+	}
+	// Walk X-Forwarded-For from the right, skipping trusted proxies.
+	xff := strings.Split(r.Header.Get("X-Forwarded-For"), ",")
+	for i := len(xff) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(xff[i]))
+		if err != nil {
+			break
+		}
+		if !s.trusted(a) {
+			return a.String()
+		}
+		host = a.String()
+	}
+	return host
+}
+
+func (s *Stack) trusted(a netip.Addr) bool {
+	for _, p := range s.Proxies {
+		if p.Contains(a.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+func statusText(code int) string {
+	switch {
+	case code < 200:
+		return "1xx"
+	case code < 300:
+		return "2xx"
+	case code < 400:
+		return "3xx"
+	case code == 404:
+		return "404"
+	case code == 429:
+		return "429"
+	case code < 500:
+		return "4xx"
+	}
+	return "5xx"
+}

@@ -1,0 +1,107 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/parley-chat/parley/storage"
+	"github.com/parley-chat/parley/storage/storagetest"
+)
+
+func TestCore(t *testing.T) {
+	storagetest.ForEach(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		t.Run("migrations are idempotent", func(t *testing.T) {
+			applied, err := db.Migrate(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(applied) != 0 {
+				t.Fatalf("second run applied %d migrations", len(applied))
+			}
+			st, err := db.MigrationStatuses(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range st {
+				if !s.Applied {
+					t.Errorf("migration %d not applied", s.Version)
+				}
+			}
+		})
+		t.Run("errors translate", func(t *testing.T) {
+			if _, err := db.Exec(ctx, `INSERT INTO server_settings (name, value) VALUES ($1, $2)`, "k", "v"); err != nil {
+				t.Fatal(err)
+			}
+			_, err := db.Exec(ctx, `INSERT INTO server_settings (name, value) VALUES ($1, $2)`, "k", "v")
+			if !errors.Is(err, storage.ErrConflict) {
+				t.Fatalf("duplicate insert: got %v, want ErrConflict", err)
+			}
+			var v string
+			err = db.Read().QueryRow(ctx, `SELECT value FROM server_settings WHERE name = $1`, "missing").Scan(&v)
+			if !errors.Is(err, storage.ErrNotFound) {
+				t.Fatalf("missing row: got %v, want ErrNotFound", err)
+			}
+		})
+		t.Run("rollback keeps nothing and skips hooks", func(t *testing.T) {
+			ran := false
+			boom := errors.New("boom")
+			err := db.Write(ctx, func(tx *storage.Tx) error {
+				tx.AfterCommit(func() { ran = true })
+				if _, err := tx.Exec(ctx, `INSERT INTO server_settings (name, value) VALUES ($1, $2)`, "rb", "v"); err != nil {
+					return err
+				}
+				return boom
+			})
+			if !errors.Is(err, boom) || ran {
+				t.Fatalf("err=%v ran=%v", err, ran)
+			}
+			var n int
+			if err := db.Read().QueryRow(ctx, `SELECT COUNT(*) FROM server_settings WHERE name = $1`, "rb").Scan(&n); err != nil || n != 0 {
+				t.Fatalf("row survived rollback: n=%d err=%v", n, err)
+			}
+		})
+		t.Run("stream positions are dense and ordered under concurrency", func(t *testing.T) {
+			const writers, each = 8, 20
+			var mu sync.Mutex
+			seen := map[int64]bool{}
+			var wg sync.WaitGroup
+			for range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range each {
+						err := db.Write(ctx, func(tx *storage.Tx) error {
+							p, err := tx.NextStreamPos(ctx, "test", 2)
+							if err != nil {
+								return err
+							}
+							tx.AfterCommit(func() {
+								mu.Lock()
+								seen[p], seen[p+1] = true, true
+								mu.Unlock()
+							})
+							return nil
+						})
+						if err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			for p := int64(1); p <= writers*each*2; p++ {
+				if !seen[p] {
+					t.Fatalf("position %d never handed out", p)
+				}
+			}
+			pos, err := db.StreamPos(ctx, "test")
+			if err != nil || pos != writers*each*2 {
+				t.Fatalf("StreamPos = %d, %v", pos, err)
+			}
+		})
+	})
+}

@@ -1,0 +1,351 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// sqliteDB is SQLite in WAL mode: exactly one writer connection, because
+// SQLite has one writer anyway and queueing in Go is cheaper than busy
+// retries, and a pool of read-only connections that never wait for it.
+type sqliteDB struct {
+	path   string
+	w, r   *sql.DB
+	wq, rq *liteQuerier
+}
+
+func openSQLite(ctx context.Context, rawURL string, opts Options) (*sqliteDB, error) {
+	path := strings.TrimPrefix(strings.TrimPrefix(rawURL, "sqlite:"), "//")
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	if path == "" {
+		return nil, errors.New("storage: SQLite URL names no file")
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("storage: create SQLite directory: %w", err)
+		}
+	}
+	sync := strings.ToUpper(opts.SQLiteSynchronous)
+	if sync == "" {
+		sync = "FULL"
+	}
+	if sync != "FULL" && sync != "NORMAL" {
+		return nil, fmt.Errorf("storage: SQLite synchronous must be FULL or NORMAL, not %q", opts.SQLiteSynchronous)
+	}
+	common := url.Values{}
+	common.Add("_pragma", "busy_timeout(10000)")
+	common.Add("_pragma", "journal_mode(WAL)")
+	common.Add("_pragma", "synchronous("+sync+")")
+	common.Add("_pragma", "foreign_keys(1)")
+	wv := url.Values{}
+	for k, v := range common {
+		wv[k] = append([]string(nil), v...)
+	}
+	wv.Set("_txlock", "immediate")
+	w, err := sql.Open("sqlite", "file:"+path+"?"+wv.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("storage: open SQLite: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	if err := w.PingContext(ctx); err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("storage: open SQLite %s: %w", path, err)
+	}
+	// The database holds password hashes and keys: owner only.
+	_ = os.Chmod(path, 0o600)
+	rv := url.Values{}
+	for k, v := range common {
+		rv[k] = append([]string(nil), v...)
+	}
+	rv.Add("_pragma", "query_only(1)")
+	r, err := sql.Open("sqlite", "file:"+path+"?"+rv.Encode())
+	if err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("storage: open SQLite readers: %w", err)
+	}
+	n := opts.MaxConns
+	if n <= 0 {
+		n = max(4, runtime.GOMAXPROCS(0)*2)
+	}
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	return &sqliteDB{path: path, w: w, r: r, wq: newLiteQuerier(w), rq: newLiteQuerier(r)}, nil
+}
+
+func (s *sqliteDB) name() string    { return "sqlite" }
+func (s *sqliteDB) reader() Querier { return s.rq }
+func (s *sqliteDB) writer() Querier { return s.wq }
+
+func (s *sqliteDB) close() error {
+	s.rq.closeStmts()
+	s.wq.closeStmts()
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+func (s *sqliteDB) stats() Stats {
+	a, b := s.w.Stats(), s.r.Stats()
+	return Stats{OpenConns: a.OpenConnections + b.OpenConnections, InUse: a.InUse + b.InUse, Idle: a.Idle + b.Idle}
+}
+
+// Writer is the single-connection writer pool, which River shares.
+func (s *sqliteDB) Writer() *sql.DB { return s.w }
+
+func (s *sqliteDB) inTx(ctx context.Context, tx *Tx, fn func() error) error {
+	stx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("storage: begin: %w", liteErr(err))
+	}
+	tx.raw = stx
+	tx.Querier = &liteTxQuerier{parent: s.wq, tx: stx}
+	defer s.wq.preparePending(context.WithoutCancel(ctx))
+	if err := fn(); err != nil {
+		_ = stx.Rollback()
+		return err
+	}
+	if err := stx.Commit(); err != nil {
+		return fmt.Errorf("storage: commit: %w", liteErr(err))
+	}
+	return nil
+}
+
+func (s *sqliteDB) sqlType(token string) (string, bool) {
+	switch token {
+	case "serial":
+		return "INTEGER PRIMARY KEY AUTOINCREMENT", true
+	case "bytes":
+		return "BLOB", true
+	case "json":
+		return "TEXT", true
+	}
+	return "", false
+}
+
+// liteQuerier prepares each distinct statement once per pool and keeps it.
+type liteQuerier struct {
+	db    *sql.DB
+	mu    sync.RWMutex
+	stmts map[string]*sql.Stmt
+	// pending holds statements first met inside a transaction. They cannot
+	// be prepared on the pool then (its only connection is the
+	// transaction's), so they are prepared once the transaction ends.
+	pending map[string]struct{}
+}
+
+func newLiteQuerier(db *sql.DB) *liteQuerier {
+	return &liteQuerier{db: db, stmts: make(map[string]*sql.Stmt), pending: make(map[string]struct{})}
+}
+
+func (q *liteQuerier) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	q.mu.RLock()
+	st, ok := q.stmts[query]
+	q.mu.RUnlock()
+	if ok {
+		return st, nil
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if st, ok := q.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := q.db.PrepareContext(ctx, rebindSQLite(query))
+	if err != nil {
+		return nil, liteErr(err)
+	}
+	q.stmts[query] = st
+	return st, nil
+}
+
+func (q *liteQuerier) cached(query string) *sql.Stmt {
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	return q.stmts[query]
+}
+
+func (q *liteQuerier) want(query string) {
+	q.mu.Lock()
+	q.pending[query] = struct{}{}
+	q.mu.Unlock()
+}
+
+// preparePending prepares the statements that transactions asked for.
+func (q *liteQuerier) preparePending(ctx context.Context) {
+	q.mu.Lock()
+	if len(q.pending) == 0 {
+		q.mu.Unlock()
+		return
+	}
+	todo := make([]string, 0, len(q.pending))
+	for k := range q.pending {
+		todo = append(todo, k)
+	}
+	clear(q.pending)
+	q.mu.Unlock()
+	for _, query := range todo {
+		_, _ = q.stmt(ctx, query)
+	}
+}
+
+func (q *liteQuerier) closeStmts() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for k, st := range q.stmts {
+		_ = st.Close()
+		delete(q.stmts, k)
+	}
+}
+
+func (q *liteQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	st, err := q.stmt(ctx, query)
+	if err != nil {
+		return 0, err
+	}
+	res, err := st.ExecContext(ctx, args...)
+	if err != nil {
+		return 0, liteErr(err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+func (q *liteQuerier) Query(ctx context.Context, query string, args ...any) (Rows, error) {
+	st, err := q.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return nil, liteErr(err)
+	}
+	return liteRows{rows}, nil
+}
+
+func (q *liteQuerier) QueryRow(ctx context.Context, query string, args ...any) Row {
+	st, err := q.stmt(ctx, query)
+	if err != nil {
+		return errRow{err}
+	}
+	return liteRow{st.QueryRowContext(ctx, args...)}
+}
+
+// liteTxQuerier runs the parent's prepared statements inside a transaction.
+type liteTxQuerier struct {
+	parent *liteQuerier
+	tx     *sql.Tx
+}
+
+func (q *liteTxQuerier) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st := q.parent.cached(query); st != nil {
+		return q.tx.StmtContext(ctx, st), nil
+	}
+	q.parent.want(query)
+	st, err := q.tx.PrepareContext(ctx, rebindSQLite(query))
+	return st, liteErr(err)
+}
+
+func (q *liteTxQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	st, err := q.stmt(ctx, query)
+	if err != nil {
+		return 0, err
+	}
+	res, err := st.ExecContext(ctx, args...)
+	if err != nil {
+		return 0, liteErr(err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+func (q *liteTxQuerier) Query(ctx context.Context, query string, args ...any) (Rows, error) {
+	st, err := q.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return nil, liteErr(err)
+	}
+	return liteRows{rows}, nil
+}
+
+func (q *liteTxQuerier) QueryRow(ctx context.Context, query string, args ...any) Row {
+	st, err := q.stmt(ctx, query)
+	if err != nil {
+		return errRow{err}
+	}
+	return liteRow{st.QueryRowContext(ctx, args...)}
+}
+
+type liteRows struct{ r *sql.Rows }
+
+func (r liteRows) Next() bool             { return r.r.Next() }
+func (r liteRows) Scan(dest ...any) error { return liteErr(r.r.Scan(dest...)) }
+func (r liteRows) Err() error             { return liteErr(r.r.Err()) }
+func (r liteRows) Close()                 { _ = r.r.Close() }
+
+type liteRow struct{ r *sql.Row }
+
+func (r liteRow) Scan(dest ...any) error { return liteErr(r.r.Scan(dest...)) }
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// liteErr translates SQLite errors into the package's errors.
+func liteErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+			return fmt.Errorf("%w: %s", ErrConflict, se.Error())
+		}
+	}
+	return err
+}
+
+// rebindSQLite turns PostgreSQL's $N placeholders into SQLite's ?N,
+// leaving string literals and quoted identifiers alone.
+func rebindSQLite(q string) string {
+	if !strings.Contains(q, "$") {
+		return q
+	}
+	var b strings.Builder
+	b.Grow(len(q))
+	var quote byte
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '$' && i+1 < len(q) && q[i+1] >= '0' && q[i+1] <= '9':
+			c = '?'
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}

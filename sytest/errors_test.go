@@ -1,0 +1,87 @@
+package sytest
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestBadInput(t *testing.T) {
+	ForEachDialect(t, func(t *testing.T, dialect string) {
+		t.Parallel()
+		s := Shared(t, dialect)
+		u := s.Register(t, "bad")
+		MustErr(t, s.Do(t, "POST", v3+"/login", "", "{not json"), 400, "M_NOT_JSON")
+		MustErr(t, s.Do(t, "POST", v3+"/login", "", `["an", "array"]`), 400, "M_BAD_JSON")
+		MustErr(t, s.Do(t, "POST", v3+"/login", "", map[string]any{"type": 12}), 400, "M_BAD_JSON")
+		MustErr(t, s.Do(t, "POST", v3+"/register", "", map[string]any{"username": []int{1}}), 400, "M_BAD_JSON")
+		// Bodies over the limit (1 MiB by default).
+		big := `{"type":"m.login.password","password":"` + strings.Repeat("a", 2<<20) + `"}`
+		MustErr(t, s.Do(t, "POST", v3+"/login", "", big), 413, "M_TOO_LARGE")
+		// Tokens.
+		MustErr(t, s.Do(t, "GET", v3+"/account/whoami", "", nil), 401, "M_MISSING_TOKEN")
+		r := MustErr(t, s.Do(t, "GET", v3+"/account/whoami", "pat_not_a_real_token", nil), 401, "M_UNKNOWN_TOKEN")
+		if r.JSON["soft_logout"] == true {
+			t.Fatal("an unknown token is not a soft logout")
+		}
+		req, _ := http.NewRequest("GET", s.URL+v3+"/account/whoami", nil)
+		req.Header.Set("Authorization", "Basic dXNlcjpwYXNz")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Fatalf("Basic auth: %d", resp.StatusCode)
+		}
+		// The deprecated query parameter still works.
+		Must(t, s.Do(t, "GET", v3+"/account/whoami?access_token="+u.Token, "", nil), 200)
+		// Unknown endpoints and methods.
+		MustErr(t, s.Do(t, "GET", v3+"/no/such/endpoint", "", nil), 404, "M_UNRECOGNIZED")
+		MustErr(t, s.Do(t, "GET", "/_matrix/client/v3/refresh", "", nil), 405, "M_UNRECOGNIZED")
+		MustErr(t, s.Do(t, "DELETE", v3+"/account/whoami", u.Token, nil), 405, "M_UNRECOGNIZED")
+		// The r0 prefix serves the same endpoints.
+		Must(t, s.Do(t, "GET", "/_matrix/client/r0/account/whoami", u.Token, nil), 200)
+		// 5xx-free: every answer above was a Matrix error; request IDs are sent.
+		if r.Header.Get("X-Request-Id") == "" {
+			t.Fatal("no X-Request-Id header")
+		}
+	})
+}
+
+func TestRateLimits(t *testing.T) {
+	ForEachDialect(t, func(t *testing.T, dialect string) {
+		t.Parallel()
+		s := StartServer(t, Options{Dialect: dialect, Env: map[string]string{"PARLEY_RATE_LIMITS": "on"}})
+		var limited *Response
+		for i := 0; i < 10; i++ {
+			r := s.Do(t, "POST", v3+"/login", "", map[string]any{
+				"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "nobody"}, "password": "wrong password",
+			})
+			if r.Status == http.StatusTooManyRequests {
+				limited = r
+				break
+			}
+			MustErr(t, r, 403, "M_FORBIDDEN")
+		}
+		if limited == nil {
+			t.Fatal("ten failed logins in a row were never limited")
+		}
+		MustErr(t, limited, 429, "M_LIMIT_EXCEEDED")
+		if ms, ok := limited.JSON["retry_after_ms"].(float64); !ok || ms <= 0 {
+			t.Fatalf("retry_after_ms: %s", limited)
+		}
+		if limited.Header.Get("Retry-After") == "" {
+			t.Fatal("no Retry-After header")
+		}
+		// Registration per IP is limited too.
+		var regLimited bool
+		for i := 0; i < 10 && !regLimited; i++ {
+			r := s.Do(t, "GET", v3+"/register/available?username="+UniqueName("rl"), "", nil)
+			regLimited = r.Status == http.StatusTooManyRequests
+		}
+		if !regLimited {
+			t.Fatal("registration availability checks were never limited")
+		}
+	})
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package sytest
+
+const raceEnabled = true
