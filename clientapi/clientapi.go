@@ -32,9 +32,16 @@ type Config struct {
 	DefaultRoomVersion string
 }
 
+// Deps are the engines the client API calls.
+type Deps struct {
+	Accounts *accounts.Engine
+	Limits   *ratelimit.Limiter
+}
+
 // API is the client-server API.
 type API struct {
 	cfg      Config
+	deps     Deps
 	accounts *accounts.Engine
 	limits   *ratelimit.Limiter
 
@@ -43,8 +50,8 @@ type API struct {
 }
 
 // New builds the client API.
-func New(cfg Config, acc *accounts.Engine, limits *ratelimit.Limiter) *API {
-	return &API{cfg: cfg, accounts: acc, limits: limits, touched: make(map[string]time.Time)}
+func New(cfg Config, deps Deps) *API {
+	return &API{cfg: cfg, deps: deps, accounts: deps.Accounts, limits: deps.Limits, touched: make(map[string]time.Time)}
 }
 
 // authed is a handler that needs an access token.

@@ -45,29 +45,53 @@ var SpecVersions = []string{
 
 // Server is one Parley instance.
 type Server struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	db       *storage.DB
-	jobs     *storage.Jobs
-	rdb      *redis.Client
-	key      SigningKey
-	reg      *prometheus.Registry
+	cfg  *config.Config
+	log  *slog.Logger
+	db   *storage.DB
+	jobs *storage.Jobs
+	bus  *storage.Bus
+	rdb  *redis.Client
+	key  SigningKey
+	reg  *prometheus.Registry
+
 	accounts *accounts.Engine
 	limiter  *ratelimit.Limiter
 	client   *clientapi.API
+
+	// What the wire* functions contribute, each in its own file.
+	workers  *river.Workers
+	queues   map[string]river.QueueConfig
+	periodic []*river.PeriodicJob
+	routes   []func(r *mux.Router)
+	services []service
+	unstable map[string]bool
+	deps     clientapi.Deps
 
 	handler  http.Handler
 	httpSrv  *http.Server
 	listener net.Listener
 	ready    bool
+	started  []service
 	stopOnce sync.Once
 	mu       sync.Mutex
+}
+
+// service is a background part of the server: Start returns at once,
+// Stop blocks until it has stopped and is idempotent.
+type service interface {
+	Start(ctx context.Context) error
+	Stop()
 }
 
 // New builds a server: it opens and migrates the database, loads the
 // signing key and wires the engines. Nothing listens until Start.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (s *Server, err error) {
-	s = &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	s = &Server{
+		cfg: cfg, log: log, reg: prometheus.NewRegistry(),
+		workers:  river.NewWorkers(),
+		queues:   map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 10}},
+		unstable: map[string]bool{},
+	}
 	defer func() {
 		if err != nil {
 			s.closeStorage()
@@ -102,10 +126,37 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (s *Server, 
 			return nil, fmt.Errorf("redis: %w", err)
 		}
 	}
-	if err := s.buildEngines(); err != nil {
-		return nil, err
+	s.jobs = s.db.Jobs()
+	s.bus = s.db.NewBus(log.With("component", "bus"))
+	s.limiter = ratelimit.New(bool(cfg.RateLimits), s.rdb, log.With("component", "ratelimit"))
+	// Each area wires itself in its own file; order matters only where an
+	// engine uses another's.
+	for _, wire := range []func() error{
+		s.wireAccounts,
+		s.wireRooms,
+		s.wireSync,
+		s.wireE2EE,
+		s.wireMedia,
+		s.wireFederation,
+	} {
+		if err := wire(); err != nil {
+			return nil, err
+		}
 	}
-	if err := s.buildJobs(); err != nil {
+	s.client = clientapi.New(clientapi.Config{
+		ServerName:       cfg.ServerName,
+		PublicBaseURL:    cfg.PublicBaseURL,
+		WellKnownServer:  cfg.WellKnownServer,
+		Versions:         SpecVersions,
+		UnstableFeatures: s.unstable,
+	}, s.deps)
+	s.routes = append(s.routes, s.client.Routes)
+	if err := s.jobs.Build(storage.JobsConfig{
+		Workers:  s.workers,
+		Queues:   s.queues,
+		Periodic: s.periodic,
+		Logger:   log.With("component", "river"),
+	}); err != nil {
 		return nil, err
 	}
 	s.handler = s.buildHTTP()
@@ -127,39 +178,11 @@ func NewAccountsEngine(cfg *config.Config, db *storage.DB, log *slog.Logger) (*a
 	}, db, log.With("engine", "accounts"))
 }
 
-func (s *Server) buildEngines() error {
-	cfg := s.cfg
-	var err error
-	s.accounts, err = NewAccountsEngine(cfg, s.db, s.log)
-	if err != nil {
-		return err
-	}
-	s.limiter = ratelimit.New(bool(cfg.RateLimits), s.rdb, s.log.With("engine", "ratelimit"))
-	s.client = clientapi.New(clientapi.Config{
-		ServerName:       cfg.ServerName,
-		PublicBaseURL:    cfg.PublicBaseURL,
-		WellKnownServer:  cfg.WellKnownServer,
-		Versions:         SpecVersions,
-		UnstableFeatures: map[string]bool{},
-	}, s.accounts, s.limiter)
-	return nil
-}
-
-func (s *Server) buildJobs() error {
-	workers := river.NewWorkers()
-	river.AddWorker(workers, &expireWorker{accounts: s.accounts})
-	var err error
-	s.jobs, err = s.db.NewJobs(storage.JobsConfig{
-		Workers: workers,
-		Queues:  map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 10}},
-		Periodic: []*river.PeriodicJob{
-			river.NewPeriodicJob(river.PeriodicInterval(10*time.Minute),
-				func() (river.JobArgs, *river.InsertOpts) { return expireArgs{}, nil },
-				&river.PeriodicJobOpts{RunOnStart: true}),
-		},
-		Logger: s.log.With("component", "river"),
-	})
-	return err
+// periodicJob schedules args every interval (and once at start).
+func (s *Server) periodicJob(every time.Duration, args func() river.JobArgs) {
+	s.periodic = append(s.periodic, river.NewPeriodicJob(river.PeriodicInterval(every),
+		func() (river.JobArgs, *river.InsertOpts) { return args(), nil },
+		&river.PeriodicJobOpts{RunOnStart: true}))
 }
 
 func (s *Server) buildHTTP() http.Handler {
@@ -173,7 +196,9 @@ func (s *Server) buildHTTP() http.Handler {
 	if s.cfg.Metrics {
 		r.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	}
-	s.client.Routes(r)
+	for _, add := range s.routes {
+		add(r)
+	}
 	var proxies []netip.Prefix
 	for _, p := range s.cfg.TrustedProxies {
 		if pfx, err := netip.ParsePrefix(p); err == nil {
@@ -246,8 +271,21 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
 	}
 	s.listener = ln
+	if err := s.bus.Start(ctx); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	for _, svc := range s.services {
+		if err := svc.Start(context.WithoutCancel(ctx)); err != nil {
+			_ = ln.Close()
+			s.stopServices()
+			return err
+		}
+		s.started = append(s.started, svc)
+	}
 	if err := s.jobs.Start(context.WithoutCancel(ctx)); err != nil {
 		_ = ln.Close()
+		s.stopServices()
 		return err
 	}
 	s.httpSrv = &http.Server{
@@ -280,6 +318,7 @@ func (s *Server) Stop(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("http: %w", err))
 			}
 		}
+		s.stopServices()
 		if s.jobs != nil {
 			if err := s.jobs.Stop(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("jobs: %w", err))
@@ -290,6 +329,17 @@ func (s *Server) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// stopServices stops background services in reverse order of start.
+func (s *Server) stopServices() {
+	for i := len(s.started) - 1; i >= 0; i-- {
+		s.started[i].Stop()
+	}
+	s.started = nil
+	if s.bus != nil {
+		s.bus.Stop()
+	}
+}
+
 func (s *Server) closeStorage() {
 	if s.rdb != nil {
 		_ = s.rdb.Close()
@@ -297,19 +347,4 @@ func (s *Server) closeStorage() {
 	if s.db != nil {
 		_ = s.db.Close()
 	}
-}
-
-// expireArgs is the periodic clean-up of expired sessions and tokens.
-type expireArgs struct{}
-
-func (expireArgs) Kind() string { return "parley.expire_sessions" }
-
-type expireWorker struct {
-	river.WorkerDefaults[expireArgs]
-	accounts *accounts.Engine
-}
-
-func (w *expireWorker) Work(ctx context.Context, _ *river.Job[expireArgs]) error {
-	_, err := w.accounts.ExpireSessions(ctx)
-	return err
 }

@@ -34,6 +34,7 @@ type JobsConfig struct {
 // uses. Jobs inserted in a transaction become visible, and run, only if it
 // commits.
 type Jobs struct {
+	db   *DB
 	pg   *river.Client[pgx.Tx]
 	lite *river.Client[*sql.Tx]
 
@@ -41,8 +42,19 @@ type Jobs struct {
 	started  bool
 }
 
+// Jobs returns an unbuilt job queue handle: engines keep it to enqueue
+// work, and the server builds it with every worker once they are known.
+func (db *DB) Jobs() *Jobs { return &Jobs{db: db} }
+
 // NewJobs builds the job queue on db.
 func (db *DB) NewJobs(cfg JobsConfig) (*Jobs, error) {
+	j := db.Jobs()
+	return j, j.Build(cfg)
+}
+
+// Build creates the River client; call once, before Start or Insert.
+func (j *Jobs) Build(cfg JobsConfig) error {
+	db := j.db
 	rc := &river.Config{
 		Logger:                      cfg.Logger,
 		MaxAttempts:                 25,
@@ -54,7 +66,6 @@ func (db *DB) NewJobs(cfg JobsConfig) (*Jobs, error) {
 		rc.Workers = cfg.Workers
 		rc.Queues = cfg.Queues
 	}
-	j := &Jobs{}
 	var err error
 	switch d := db.d.(type) {
 	case *postgres:
@@ -69,9 +80,9 @@ func (db *DB) NewJobs(cfg JobsConfig) (*Jobs, error) {
 		err = errors.New("unknown dialect")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("storage: build job queue: %w", err)
+		return fmt.Errorf("storage: build job queue: %w", err)
 	}
-	return j, nil
+	return nil
 }
 
 // Start begins working jobs; it returns at once.

@@ -86,6 +86,9 @@ func New(cfg Config, db *storage.DB, log *slog.Logger) (*Engine, error) {
 // SetHooks installs the hooks; call before serving.
 func (e *Engine) SetHooks(h Hooks) { e.hooks = h }
 
+// Hooks returns the installed hooks, so that wiring can add to them.
+func (e *Engine) Hooks() Hooks { return e.hooks }
+
 // ServerName is the server's name.
 func (e *Engine) ServerName() string { return e.cfg.ServerName }
 

@@ -200,6 +200,9 @@ func (e *Engine) Authenticate(ctx context.Context, token string) (*Device, error
 // ForgetTokens drops tokens from this instance's cache (revoked elsewhere).
 func (e *Engine) ForgetTokens(hashes [][]byte) { e.cache.forget(hashes) }
 
+// ForgetAllTokens empties the token cache.
+func (e *Engine) ForgetAllTokens() { e.cache.clear() }
+
 func (e *Engine) revoked(hashes [][]byte) {
 	if len(hashes) == 0 {
 		return

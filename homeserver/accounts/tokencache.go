@@ -64,3 +64,9 @@ func (c *tokenCache) forget(hashes [][]byte) {
 		delete(c.entries, key(h))
 	}
 }
+
+func (c *tokenCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.entries)
+}

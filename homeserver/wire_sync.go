@@ -1,0 +1,6 @@
+package homeserver
+
+// wireSync builds the sync engine and its API routes.
+func (s *Server) wireSync() error {
+	return nil
+}
