@@ -152,20 +152,21 @@ func newLiteQuerier(db *sql.DB) *liteQuerier {
 }
 
 func (q *liteQuerier) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
-	q.mu.RLock()
-	st, ok := q.stmts[query]
-	q.mu.RUnlock()
-	if ok {
+	if st := q.cached(query); st != nil {
 		return st, nil
 	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if st, ok := q.stmts[query]; ok {
-		return st, nil
-	}
+	// Prepare without holding the lock: preparing on the writer waits for
+	// its connection, which a transaction may hold while it looks up other
+	// statements here.
 	st, err := q.db.PrepareContext(ctx, rebindSQLite(query))
 	if err != nil {
 		return nil, liteErr(err)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if prev, ok := q.stmts[query]; ok {
+		_ = st.Close()
+		return prev, nil
 	}
 	q.stmts[query] = st
 	return st, nil
