@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/parley-chat/parley/homeserver/accounts"
+	"github.com/parley-chat/parley/e2ee"
 	"github.com/parley-chat/parley/homeserver/ratelimit"
 	"github.com/parley-chat/parley/internal/httpapi"
 	"github.com/parley-chat/parley/internal/mxerr"
@@ -36,6 +37,7 @@ type Config struct {
 type Deps struct {
 	Accounts *accounts.Engine
 	Limits   *ratelimit.Limiter
+	Keys     *e2ee.Engine
 }
 
 // API is the client-server API.
@@ -147,6 +149,7 @@ func (a *API) Routes(r *mux.Router) {
 	r.Handle("/_matrix/client/versions", httpapi.Wrap(a.versions)).Methods(http.MethodGet)
 
 	a.legacyRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
+	a.keysRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 	v1 := httpapi.NewGroup(r, "/_matrix/client/v1")
 	v1.Handle(http.MethodPost, "/login/get_token", a.noGuests(a.getLoginToken))
 	v1.Handle(http.MethodGet, "/register/m.login.registration_token/validity", httpapi.Wrap(a.regTokenValidity))
