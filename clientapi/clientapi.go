@@ -15,6 +15,7 @@ import (
 	"github.com/parley-chat/parley/homeserver/accounts"
 	"github.com/parley-chat/parley/e2ee"
 	"github.com/parley-chat/parley/homeserver/ratelimit"
+	"github.com/parley-chat/parley/homeserver/rooms"
 	"github.com/parley-chat/parley/internal/httpapi"
 	"github.com/parley-chat/parley/internal/mxerr"
 )
@@ -38,6 +39,7 @@ type Deps struct {
 	Accounts *accounts.Engine
 	Limits   *ratelimit.Limiter
 	Keys     *e2ee.Engine
+	Rooms    *rooms.Engine
 }
 
 // API is the client-server API.
@@ -150,6 +152,9 @@ func (a *API) Routes(r *mux.Router) {
 
 	a.legacyRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 	a.keysRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
+	if a.deps.Rooms != nil {
+		a.roomRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
+	}
 	v1 := httpapi.NewGroup(r, "/_matrix/client/v1")
 	v1.Handle(http.MethodPost, "/login/get_token", a.noGuests(a.getLoginToken))
 	v1.Handle(http.MethodGet, "/register/m.login.registration_token/validity", httpapi.Wrap(a.regTokenValidity))

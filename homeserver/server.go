@@ -33,6 +33,7 @@ import (
 	"github.com/parley-chat/parley/homeserver/accounts"
 	"github.com/parley-chat/parley/homeserver/config"
 	"github.com/parley-chat/parley/homeserver/ratelimit"
+	"github.com/parley-chat/parley/homeserver/rooms"
 	"github.com/parley-chat/parley/internal/httpapi"
 	"github.com/parley-chat/parley/storage"
 )
@@ -55,6 +56,7 @@ type Server struct {
 	reg  *prometheus.Registry
 
 	accounts *accounts.Engine
+	rooms    *rooms.Engine
 	limiter  *ratelimit.Limiter
 	client   *clientapi.API
 
@@ -144,11 +146,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (s *Server, 
 		}
 	}
 	s.client = clientapi.New(clientapi.Config{
-		ServerName:       cfg.ServerName,
-		PublicBaseURL:    cfg.PublicBaseURL,
-		WellKnownServer:  cfg.WellKnownServer,
-		Versions:         SpecVersions,
-		UnstableFeatures: s.unstable,
+		ServerName:         cfg.ServerName,
+		PublicBaseURL:      cfg.PublicBaseURL,
+		WellKnownServer:    cfg.WellKnownServer,
+		Versions:           SpecVersions,
+		UnstableFeatures:   s.unstable,
+		RoomVersions:       roomVersions(),
+		DefaultRoomVersion: string(rooms.DefaultVersion),
 	}, s.deps)
 	s.routes = append(s.routes, s.client.Routes)
 	if err := s.jobs.Build(storage.JobsConfig{
@@ -186,7 +190,7 @@ func (s *Server) periodicJob(every time.Duration, args func() river.JobArgs) {
 }
 
 func (s *Server) buildHTTP() http.Handler {
-	r := mux.NewRouter()
+	r := mux.NewRouter().UseEncodedPath()
 	r.NotFoundHandler = httpapi.NotFound()
 	r.MethodNotAllowedHandler = httpapi.MethodNotAllowed()
 	r.Handle("/health", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -347,4 +351,14 @@ func (s *Server) closeStorage() {
 	if s.db != nil {
 		_ = s.db.Close()
 	}
+}
+
+// roomVersions is the m.room_versions capability: every supported version
+// is stable.
+func roomVersions() map[string]string {
+	out := map[string]string{}
+	for _, v := range rooms.SupportedVersions {
+		out[string(v)] = "stable"
+	}
+	return out
 }

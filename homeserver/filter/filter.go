@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"path"
+
+	"github.com/tidwall/gjson"
 	"slices"
 
 	"github.com/parley-chat/parley/internal/mxerr"
@@ -158,4 +160,22 @@ func (e *EventFilter) LimitOr(def, max int) int {
 		return def
 	}
 	return min(*e.Limit, max)
+}
+
+// AllowsEvent applies a room event filter to one event (type, sender and
+// contains_url; rooms are checked by the caller).
+func (e *RoomEventFilter) AllowsEvent(typ, sender string, content []byte) bool {
+	if e == nil {
+		return true
+	}
+	if !e.EventFilter.Allows(typ, sender) {
+		return false
+	}
+	if e.ContainsURL != nil {
+		has := gjson.GetBytes(content, "url").Exists()
+		if has != *e.ContainsURL {
+			return false
+		}
+	}
+	return true
 }

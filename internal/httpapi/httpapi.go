@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -192,8 +193,16 @@ func DecodeBytes(b []byte, v any) error {
 	return nil
 }
 
-// Var returns a path variable.
-func Var(r *http.Request, name string) string { return mux.Vars(r)[name] }
+// Var returns a path variable, decoded. The router matches on the
+// encoded path so that %2F inside a variable (a state key, say) does not
+// split it.
+func Var(r *http.Request, name string) string {
+	v := mux.Vars(r)[name]
+	if d, err := url.PathUnescape(v); err == nil {
+		return d
+	}
+	return v
+}
 
 // NotFound answers unknown paths with 404 M_UNRECOGNIZED.
 func NotFound() http.Handler {

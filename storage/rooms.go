@@ -1,0 +1,729 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// EventsStream names the stream of timeline events.
+const EventsStream = "events"
+
+// Rooms stores rooms, events, their edges and state.
+type Rooms struct{ db *DB }
+
+// Rooms returns the rooms store.
+func (db *DB) Rooms() *Rooms { return &Rooms{db: db} }
+
+// Room is a room's row.
+type Room struct {
+	NID       int64
+	RoomID    string
+	Version   string
+	StateNID  int64
+	MaxDepth  int64
+	LastEvent int64
+	Published bool
+	CreatedTS int64
+}
+
+const roomCols = `room_nid, room_id, version, state_nid, max_depth, last_event, published, created_ts`
+
+func scanRoom(r Row) (Room, error) {
+	var x Room
+	err := r.Scan(&x.NID, &x.RoomID, &x.Version, &x.StateNID, &x.MaxDepth, &x.LastEvent, &x.Published, &x.CreatedTS)
+	return x, err
+}
+
+// RoomCreate inserts a room; ErrConflict if the ID exists.
+// The room has no state until its create event is persisted.
+func (s *Rooms) RoomCreate(ctx context.Context, tx *Tx, roomID, version string, ts int64) (int64, error) {
+	var nid int64
+	err := tx.QueryRow(ctx, `INSERT INTO rooms (room_id, version, created_ts) VALUES ($1, $2, $3) RETURNING room_nid`, roomID, version, ts).Scan(&nid)
+	if err != nil {
+		return 0, fmt.Errorf("create room: %w", err)
+	}
+	return nid, nil
+}
+
+// RoomByID returns a room; ErrNotFound if unknown.
+func (s *Rooms) RoomByID(ctx context.Context, q Querier, roomID string) (Room, error) {
+	return scanRoom(q.QueryRow(ctx, `SELECT `+roomCols+` FROM rooms WHERE room_id = $1`, roomID))
+}
+
+// RoomByNID returns a room by numeric ID.
+func (s *Rooms) RoomByNID(ctx context.Context, q Querier, nid int64) (Room, error) {
+	return scanRoom(q.QueryRow(ctx, `SELECT `+roomCols+` FROM rooms WHERE room_nid = $1`, nid))
+}
+
+// AddRoomHead queues the update of a room's current state, depth and
+// newest event.
+func (s *Rooms) AddRoomHead(b *Batch, nid, stateNID, maxDepth, lastEvent int64) {
+	b.Add(`UPDATE rooms SET state_nid = $2, max_depth = $3, last_event = $4 WHERE room_nid = $1`, nid, stateNID, maxDepth, lastEvent)
+}
+
+// RoomForUpdate reads a room's row inside the persisting transaction.
+func (s *Rooms) RoomForUpdate(ctx context.Context, tx *Tx, nid int64) (Room, error) {
+	return scanRoom(tx.QueryRow(ctx, `SELECT `+roomCols+` FROM rooms WHERE room_nid = $1`, nid))
+}
+
+// RoomSetPublished sets a room's visibility in the directory.
+func (s *Rooms) RoomSetPublished(ctx context.Context, nid int64, published bool) error {
+	_, err := s.db.Exec(ctx, `UPDATE rooms SET published = $2 WHERE room_nid = $1`, nid, published)
+	return err
+}
+
+// PublishedRooms lists published rooms' numeric IDs.
+func (s *Rooms) PublishedRooms(ctx context.Context) ([]int64, error) {
+	rows, err := s.db.Read().Query(ctx, `SELECT room_nid FROM rooms WHERE published ORDER BY room_nid`)
+	if err != nil {
+		return nil, err
+	}
+	return scanInt64s(rows)
+}
+
+func scanInt64s(rows Rows) ([]int64, error) {
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var v int64
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// Extremity is a forward extremity of a room.
+type Extremity struct {
+	NID     int64
+	EventID string
+	Depth   int64
+}
+
+// Extremities returns a room's forward extremities.
+func (s *Rooms) Extremities(ctx context.Context, q Querier, roomNID int64) ([]Extremity, error) {
+	rows, err := q.Query(ctx, `SELECT e.event_nid, e.event_id, e.depth FROM forward_extremities f
+		JOIN events e ON e.event_nid = f.event_nid WHERE f.room_nid = $1 ORDER BY e.depth DESC, e.event_nid DESC`, roomNID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Extremity
+	for rows.Next() {
+		var x Extremity
+		if err := rows.Scan(&x.NID, &x.EventID, &x.Depth); err != nil {
+			return nil, err
+		}
+		out = append(out, x)
+	}
+	return out, rows.Err()
+}
+
+// AddExtremities queues replacing extremities: remove, then add.
+func (s *Rooms) AddExtremities(b *Batch, roomNID int64, remove []int64, add int64) {
+	for _, r := range remove {
+		b.Add(`DELETE FROM forward_extremities WHERE room_nid = $1 AND event_nid = $2`, roomNID, r)
+	}
+	if add != 0 {
+		b.Add(`INSERT INTO forward_extremities (room_nid, event_nid) VALUES ($1, $2) ON CONFLICT DO NOTHING`, roomNID, add)
+	}
+}
+
+// StateKey is an event's (type, state_key).
+type StateKey struct{ Type, StateKey string }
+
+// StateKeyNIDs interns keys, creating the missing ones when tx is given.
+func (s *Rooms) StateKeyNIDs(ctx context.Context, q Querier, tx *Tx, keys []StateKey) (map[StateKey]int64, error) {
+	out := make(map[StateKey]int64, len(keys))
+	for _, k := range keys {
+		if _, ok := out[k]; ok {
+			continue
+		}
+		var nid int64
+		err := q.QueryRow(ctx, `SELECT key_nid FROM state_keys WHERE type = $1 AND state_key = $2`, k.Type, k.StateKey).Scan(&nid)
+		if errors.Is(err, ErrNotFound) && tx != nil {
+			err = tx.QueryRow(ctx, `INSERT INTO state_keys (type, state_key) VALUES ($1, $2)
+				ON CONFLICT (type, state_key) DO UPDATE SET type = excluded.type RETURNING key_nid`, k.Type, k.StateKey).Scan(&nid)
+		}
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("state key nid: %w", err)
+		}
+		out[k] = nid
+	}
+	return out, nil
+}
+
+// StateKeysByNID resolves interned keys.
+func (s *Rooms) StateKeysByNID(ctx context.Context, nids []int64) (map[int64]StateKey, error) {
+	out := make(map[int64]StateKey, len(nids))
+	err := queryIn(ctx, s.db.Read(), `SELECT key_nid, type, state_key FROM state_keys WHERE key_nid IN (IN)`, nil, nids, func(r Rows) error {
+		var nid int64
+		var k StateKey
+		if err := r.Scan(&nid, &k.Type, &k.StateKey); err != nil {
+			return err
+		}
+		out[nid] = k
+		return nil
+	})
+	return out, err
+}
+
+// AddSnapshot queues storing a state snapshot under a reserved nid.
+func (s *Rooms) AddSnapshot(b *Batch, nid, seq, skip int64, entries []byte) {
+	b.Add(`INSERT INTO state_snapshots (snapshot_nid, seq, skip_nid, entries) VALUES ($1, $2, $3, $4)`, nid, seq, skip, entries)
+}
+
+// Snapshot is one stored snapshot delta.
+type Snapshot struct {
+	NID, Seq, Skip int64
+	Entries        []byte
+}
+
+// SnapshotGet loads a snapshot; q may be a transaction.
+func (s *Rooms) SnapshotGet(ctx context.Context, q Querier, nid int64) (Snapshot, error) {
+	x := Snapshot{NID: nid}
+	err := q.QueryRow(ctx, `SELECT seq, skip_nid, entries FROM state_snapshots WHERE snapshot_nid = $1`, nid).Scan(&x.Seq, &x.Skip, &x.Entries)
+	return x, err
+}
+
+// Event statuses.
+const (
+	EventAccepted   = 0
+	EventRejected   = 1
+	EventSoftFailed = 2
+	EventOutlier    = 3
+)
+
+// Event is a stored event's row.
+type Event struct {
+	NID          int64
+	EventID      string
+	RoomNID      int64
+	Type         string
+	StateKey     *string
+	Membership   *string
+	Sender       string
+	Depth        int64
+	OriginTS     int64
+	StreamPos    *int64
+	StateBefore  *int64
+	StateAfter   *int64
+	Status       int
+	RejectReason *string
+	RedactedBy   *string
+	RelatesTo    *string
+	RelType      *string
+	TxnDevice    *string
+	TxnID        *string
+	JSON         []byte
+}
+
+const eventCols = `event_nid, event_id, room_nid, type, state_key, membership, sender, depth, origin_ts, stream_pos,
+	state_before, state_after, status, reject_reason, redacted_by, relates_to, rel_type, txn_device, txn_id, json`
+
+func scanEvent(r Row) (Event, error) {
+	var e Event
+	err := r.Scan(&e.NID, &e.EventID, &e.RoomNID, &e.Type, &e.StateKey, &e.Membership, &e.Sender, &e.Depth, &e.OriginTS,
+		&e.StreamPos, &e.StateBefore, &e.StateAfter, &e.Status, &e.RejectReason, &e.RedactedBy, &e.RelatesTo, &e.RelType,
+		&e.TxnDevice, &e.TxnID, &e.JSON)
+	return e, err
+}
+
+// ReserveNIDs reserves n numeric IDs of a kind ("event", "snapshot") so
+// that rows can be written in a batch without RETURNING.
+func (s *Rooms) ReserveNIDs(ctx context.Context, tx *Tx, kind string, n int64) (int64, error) {
+	return tx.NextStreamPos(ctx, kind+"_nids", n)
+}
+
+// AddEvent queues storing an event under its reserved nid.
+func (s *Rooms) AddEvent(b *Batch, e *Event) {
+	b.Add(`INSERT INTO events (event_nid, event_id, room_nid, type, state_key, membership, sender, depth, origin_ts, stream_pos,
+		state_before, state_after, status, reject_reason, redacted_by, relates_to, rel_type, txn_device, txn_id, json)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
+		e.NID, e.EventID, e.RoomNID, e.Type, e.StateKey, e.Membership, e.Sender, e.Depth, e.OriginTS, e.StreamPos,
+		e.StateBefore, e.StateAfter, e.Status, e.RejectReason, e.RedactedBy, e.RelatesTo, e.RelType, e.TxnDevice, e.TxnID, e.JSON)
+}
+
+// AddEdges queues an event's prev and auth edges.
+func (s *Rooms) AddEdges(b *Batch, nid int64, prevIDs []string, authNIDs []int64) {
+	for _, p := range prevIDs {
+		b.Add(`INSERT INTO event_prev_edges (event_nid, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, nid, p)
+	}
+	for _, a := range authNIDs {
+		b.Add(`INSERT INTO event_auth_edges (event_nid, auth_nid) VALUES ($1, $2) ON CONFLICT DO NOTHING`, nid, a)
+	}
+}
+
+// AuthEdges returns the auth event nids of events.
+func (s *Rooms) AuthEdges(ctx context.Context, q Querier, nids []int64) (map[int64][]int64, error) {
+	out := map[int64][]int64{}
+	err := queryIn(ctx, q, `SELECT event_nid, auth_nid FROM event_auth_edges WHERE event_nid IN (IN)`, nil, nids, func(r Rows) error {
+		var e, a int64
+		if err := r.Scan(&e, &a); err != nil {
+			return err
+		}
+		out[e] = append(out[e], a)
+		return nil
+	})
+	return out, err
+}
+
+// EventsByNID loads events by numeric ID (missing ones are absent).
+func (s *Rooms) EventsByNID(ctx context.Context, q Querier, nids []int64) (map[int64]*Event, error) {
+	out := make(map[int64]*Event, len(nids))
+	err := queryIn(ctx, q, `SELECT `+eventCols+` FROM events WHERE event_nid IN (IN)`, nil, nids, func(r Rows) error {
+		e, err := scanEvent(r)
+		if err != nil {
+			return err
+		}
+		out[e.NID] = &e
+		return nil
+	})
+	return out, err
+}
+
+// EventsByID loads events by event ID (missing ones are absent).
+func (s *Rooms) EventsByID(ctx context.Context, q Querier, ids []string) (map[string]*Event, error) {
+	out := make(map[string]*Event, len(ids))
+	err := queryIn(ctx, q, `SELECT `+eventCols+` FROM events WHERE event_id IN (IN)`, nil, ids, func(r Rows) error {
+		e, err := scanEvent(r)
+		if err != nil {
+			return err
+		}
+		out[e.EventID] = &e
+		return nil
+	})
+	return out, err
+}
+
+// EventNIDsByID maps event IDs to numeric IDs.
+func (s *Rooms) EventNIDsByID(ctx context.Context, q Querier, ids []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(ids))
+	err := queryIn(ctx, q, `SELECT event_id, event_nid FROM events WHERE event_id IN (IN)`, nil, ids, func(r Rows) error {
+		var id string
+		var nid int64
+		if err := r.Scan(&id, &nid); err != nil {
+			return err
+		}
+		out[id] = nid
+		return nil
+	})
+	return out, err
+}
+
+// AddRedactedBy queues marking an event redacted by another.
+func (s *Rooms) AddRedactedBy(b *Batch, eventID, redactionID string) {
+	b.Add(`UPDATE events SET redacted_by = $2 WHERE event_id = $1 AND redacted_by IS NULL`, eventID, redactionID)
+}
+
+// TimelineQuery selects timeline events of a room.
+type TimelineQuery struct {
+	RoomNID int64
+	// Topological bounds (depth, stream) — exclusive From, exclusive To.
+	FromDepth, FromStream int64
+	ToDepth, ToStream     int64
+	HasTo                 bool
+	Backwards             bool
+	Limit                 int
+}
+
+// Timeline pages through a room's timeline in topological order
+// (depth, then stream position).
+func (s *Rooms) Timeline(ctx context.Context, q TimelineQuery) ([]*Event, error) {
+	var (
+		sql  string
+		args = []any{q.RoomNID, q.FromDepth, q.FromStream}
+	)
+	if q.Backwards {
+		sql = `SELECT ` + eventCols + ` FROM events WHERE room_nid = $1 AND stream_pos IS NOT NULL
+			AND (depth < $2 OR (depth = $2 AND stream_pos < $3))`
+		if q.HasTo {
+			sql += ` AND (depth > $4 OR (depth = $4 AND stream_pos > $5))`
+		}
+		sql += ` ORDER BY depth DESC, stream_pos DESC LIMIT `
+	} else {
+		sql = `SELECT ` + eventCols + ` FROM events WHERE room_nid = $1 AND stream_pos IS NOT NULL
+			AND (depth > $2 OR (depth = $2 AND stream_pos > $3))`
+		if q.HasTo {
+			sql += ` AND (depth < $4 OR (depth = $4 AND stream_pos < $5))`
+		}
+		sql += ` ORDER BY depth ASC, stream_pos ASC LIMIT `
+	}
+	if q.HasTo {
+		args = append(args, q.ToDepth, q.ToStream)
+		sql += "$6"
+	} else {
+		sql += "$4"
+	}
+	args = append(args, q.Limit)
+	rows, err := s.db.Read().Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("timeline: %w", err)
+	}
+	return scanEvents(rows)
+}
+
+// TimelineByStream returns a room's events with from < stream ≤ to, newest
+// first, at most limit.
+func (s *Rooms) TimelineByStream(ctx context.Context, roomNID, from, to int64, limit int) ([]*Event, error) {
+	rows, err := s.db.Read().Query(ctx, `SELECT `+eventCols+` FROM events WHERE room_nid = $1 AND stream_pos > $2 AND stream_pos <= $3
+		ORDER BY stream_pos DESC LIMIT $4`, roomNID, from, to, limit)
+	if err != nil {
+		return nil, fmt.Errorf("timeline by stream: %w", err)
+	}
+	return scanEvents(rows)
+}
+
+func scanEvents(rows Rows) ([]*Event, error) {
+	defer rows.Close()
+	var out []*Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &e)
+	}
+	return out, rows.Err()
+}
+
+// EventNearTimestamp finds the timeline event closest to ts in a
+// direction: the first at or after it (forward) or at or before it.
+func (s *Rooms) EventNearTimestamp(ctx context.Context, roomNID, ts int64, forward bool) (*Event, error) {
+	sql := `SELECT ` + eventCols + ` FROM events WHERE room_nid = $1 AND stream_pos IS NOT NULL AND origin_ts <= $2 ORDER BY origin_ts DESC, stream_pos DESC LIMIT 1`
+	if forward {
+		sql = `SELECT ` + eventCols + ` FROM events WHERE room_nid = $1 AND stream_pos IS NOT NULL AND origin_ts >= $2 ORDER BY origin_ts ASC, stream_pos ASC LIMIT 1`
+	}
+	e, err := scanEvent(s.db.Read().QueryRow(ctx, sql, roomNID, ts))
+	if err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// Relations lists timeline events relating to an event.
+func (s *Rooms) Relations(ctx context.Context, parentID, relType string, fromStream int64, backwards bool, limit int) ([]*Event, error) {
+	var sql string
+	args := []any{parentID, fromStream, limit}
+	cond := ""
+	if relType != "" {
+		cond = " AND rel_type = $4"
+		args = append(args, relType)
+	}
+	if backwards {
+		sql = `SELECT ` + eventCols + ` FROM events WHERE relates_to = $1 AND stream_pos IS NOT NULL AND stream_pos < $2` + cond + ` ORDER BY stream_pos DESC LIMIT $3`
+	} else {
+		sql = `SELECT ` + eventCols + ` FROM events WHERE relates_to = $1 AND stream_pos IS NOT NULL AND stream_pos > $2` + cond + ` ORDER BY stream_pos ASC LIMIT $3`
+	}
+	rows, err := s.db.Read().Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("relations: %w", err)
+	}
+	return scanEvents(rows)
+}
+
+// CurrentStateEntry is one entry of a room's current state.
+type CurrentStateEntry struct {
+	Type, StateKey string
+	EventNID       int64
+	Membership     *string
+}
+
+// AddCurrentState queues setting (or, with eventNID 0, removing) a
+// current state entry.
+func (s *Rooms) AddCurrentState(b *Batch, roomNID int64, typ, key string, eventNID int64, membership *string) {
+	if eventNID == 0 {
+		b.Add(`DELETE FROM current_state WHERE room_nid = $1 AND type = $2 AND state_key = $3`, roomNID, typ, key)
+		return
+	}
+	b.Add(`INSERT INTO current_state (room_nid, type, state_key, event_nid, membership) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (room_nid, type, state_key) DO UPDATE SET event_nid = excluded.event_nid, membership = excluded.membership`,
+		roomNID, typ, key, eventNID, membership)
+}
+
+// CurrentStateGet returns the event nid of one current state entry;
+// ErrNotFound if unset.
+func (s *Rooms) CurrentStateGet(ctx context.Context, q Querier, roomNID int64, typ, key string) (int64, error) {
+	var nid int64
+	err := q.QueryRow(ctx, `SELECT event_nid FROM current_state WHERE room_nid = $1 AND type = $2 AND state_key = $3`, roomNID, typ, key).Scan(&nid)
+	return nid, err
+}
+
+// CurrentState returns a room's whole current state, or only one type.
+func (s *Rooms) CurrentState(ctx context.Context, q Querier, roomNID int64, typ string) ([]CurrentStateEntry, error) {
+	sql := `SELECT type, state_key, event_nid, membership FROM current_state WHERE room_nid = $1`
+	args := []any{roomNID}
+	if typ != "" {
+		sql += ` AND type = $2`
+		args = append(args, typ)
+	}
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("current state: %w", err)
+	}
+	defer rows.Close()
+	var out []CurrentStateEntry
+	for rows.Next() {
+		var e CurrentStateEntry
+		if err := rows.Scan(&e.Type, &e.StateKey, &e.EventNID, &e.Membership); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// UserRoom is a room a user has a membership in.
+type UserRoom struct {
+	RoomNID    int64
+	RoomID     string
+	Membership string
+	EventNID   int64
+}
+
+// RoomsOfUser lists the rooms where a user's current membership is one of
+// memberships (all when empty).
+func (s *Rooms) RoomsOfUser(ctx context.Context, userID string, memberships ...string) ([]UserRoom, error) {
+	rows, err := s.db.Read().Query(ctx, `SELECT c.room_nid, r.room_id, c.membership, c.event_nid FROM current_state c
+		JOIN rooms r ON r.room_nid = c.room_nid
+		WHERE c.type = 'm.room.member' AND c.state_key = $1 ORDER BY c.room_nid`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("rooms of user: %w", err)
+	}
+	defer rows.Close()
+	var out []UserRoom
+	for rows.Next() {
+		var u UserRoom
+		var m *string
+		if err := rows.Scan(&u.RoomNID, &u.RoomID, &m, &u.EventNID); err != nil {
+			return nil, err
+		}
+		if m != nil {
+			u.Membership = *m
+		}
+		if len(memberships) == 0 || contains(memberships, u.Membership) {
+			out = append(out, u)
+		}
+	}
+	return out, rows.Err()
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// MemberCounts returns joined and invited member counts of a room.
+func (s *Rooms) MemberCounts(ctx context.Context, roomNID int64) (joined, invited int, err error) {
+	rows, err := s.db.Read().Query(ctx, `SELECT membership, COUNT(*) FROM current_state WHERE room_nid = $1 AND type = 'm.room.member'
+		AND membership IN ('join', 'invite') GROUP BY membership`, roomNID)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var m string
+		var n int
+		if err := rows.Scan(&m, &n); err != nil {
+			return 0, 0, err
+		}
+		if m == "join" {
+			joined = n
+		} else {
+			invited = n
+		}
+	}
+	return joined, invited, rows.Err()
+}
+
+// SharedRoomUsers lists users with a join in any room userID is joined to.
+func (s *Rooms) SharedRoomUsers(ctx context.Context, userID string) ([]string, error) {
+	rows, err := s.db.Read().Query(ctx, `SELECT DISTINCT o.state_key FROM current_state m
+		JOIN current_state o ON o.room_nid = m.room_nid AND o.type = 'm.room.member' AND o.membership = 'join'
+		WHERE m.type = 'm.room.member' AND m.state_key = $1 AND m.membership = 'join'`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// TxnGet finds the event a transaction ID produced; ErrNotFound if none.
+func (s *Rooms) TxnGet(ctx context.Context, q Querier, userID, deviceID, scope, txnID string) (string, error) {
+	var id string
+	err := q.QueryRow(ctx, `SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4`,
+		userID, deviceID, scope, txnID).Scan(&id)
+	return id, err
+}
+
+// AddTxn queues recording the event a transaction ID produced.
+func (s *Rooms) AddTxn(b *Batch, userID, deviceID, scope, txnID, eventID string, ts int64) {
+	b.Add(`INSERT INTO txn_ids (user_id, device_id, scope, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5, $6)`,
+		userID, deviceID, scope, txnID, eventID, ts)
+}
+
+// AliasCreate maps an alias to a room; ErrConflict if taken.
+func (s *Rooms) AliasCreate(ctx context.Context, alias string, roomNID int64, creator string, ts int64) error {
+	_, err := s.db.Exec(ctx, `INSERT INTO room_aliases (alias, room_nid, creator, created_ts) VALUES ($1, $2, $3, $4)`, alias, roomNID, creator, ts)
+	return err
+}
+
+// AliasCreateTx is AliasCreate inside a transaction.
+func (s *Rooms) AliasCreateTx(ctx context.Context, tx *Tx, alias string, roomNID int64, creator string, ts int64) error {
+	_, err := tx.Exec(ctx, `INSERT INTO room_aliases (alias, room_nid, creator, created_ts) VALUES ($1, $2, $3, $4)`, alias, roomNID, creator, ts)
+	return err
+}
+
+// Alias is a room alias mapping.
+type Alias struct {
+	Alias   string
+	RoomNID int64
+	RoomID  string
+	Creator string
+}
+
+// AliasGet resolves an alias; ErrNotFound if unknown.
+func (s *Rooms) AliasGet(ctx context.Context, alias string) (Alias, error) {
+	a := Alias{Alias: alias}
+	err := s.db.Read().QueryRow(ctx, `SELECT a.room_nid, r.room_id, a.creator FROM room_aliases a JOIN rooms r ON r.room_nid = a.room_nid
+		WHERE a.alias = $1`, alias).Scan(&a.RoomNID, &a.RoomID, &a.Creator)
+	return a, err
+}
+
+// AliasDelete removes an alias.
+func (s *Rooms) AliasDelete(ctx context.Context, alias string) error {
+	n, err := s.db.Exec(ctx, `DELETE FROM room_aliases WHERE alias = $1`, alias)
+	if err == nil && n == 0 {
+		return ErrNotFound
+	}
+	return err
+}
+
+// RoomAliases lists the local aliases of a room.
+func (s *Rooms) RoomAliases(ctx context.Context, roomNID int64) ([]string, error) {
+	rows, err := s.db.Read().Query(ctx, `SELECT alias FROM room_aliases WHERE room_nid = $1 ORDER BY alias`, roomNID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var a string
+		if err := rows.Scan(&a); err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// Forget hides a left room from a user.
+func (s *Rooms) Forget(ctx context.Context, userID string, roomNID int64) error {
+	_, err := s.db.Exec(ctx, `INSERT INTO forgotten_rooms (user_id, room_nid) VALUES ($1, $2) ON CONFLICT DO NOTHING`, userID, roomNID)
+	return err
+}
+
+// Unforget clears a forget when the user joins again.
+func (s *Rooms) Unforget(ctx context.Context, tx *Tx, userID string, roomNID int64) error {
+	_, err := tx.Exec(ctx, `DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_nid = $2`, userID, roomNID)
+	return err
+}
+
+// Forgotten reports whether a user forgot a room.
+func (s *Rooms) Forgotten(ctx context.Context, userID string, roomNID int64) (bool, error) {
+	var n int
+	err := s.db.Read().QueryRow(ctx, `SELECT COUNT(*) FROM forgotten_rooms WHERE user_id = $1 AND room_nid = $2`, userID, roomNID).Scan(&n)
+	return n > 0, err
+}
+
+// Report is a user's report of content.
+type Report struct {
+	Kind, Reporter                  string
+	RoomID, EventID, UserID, Reason *string
+	Score                           *int64
+	CreatedTS                       int64
+}
+
+// ReportCreate stores a report.
+func (s *Rooms) ReportCreate(ctx context.Context, r Report) error {
+	_, err := s.db.Exec(ctx, `INSERT INTO reports (kind, room_id, event_id, user_id, reporter, reason, score, created_ts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, r.Kind, r.RoomID, r.EventID, r.UserID, r.Reporter, r.Reason, r.Score, r.CreatedTS)
+	return err
+}
+
+// TxnKey identifies a client transaction.
+type TxnKey struct{ UserID, DeviceID, Scope, TxnID string }
+
+// TxnLookup finds the events earlier requests with these transaction IDs
+// produced (absent keys were never seen).
+func (s *Rooms) TxnLookup(ctx context.Context, q Querier, keys []TxnKey) (map[TxnKey]string, error) {
+	out := make(map[TxnKey]string, len(keys))
+	for start := 0; start < len(keys); start += 64 {
+		chunk := keys[start:min(start+64, len(keys))]
+		size := inSize(len(chunk))
+		var sb []byte
+		args := make([]any, 0, size*4)
+		for i := range size {
+			k := chunk[min(i, len(chunk)-1)]
+			if i > 0 {
+				sb = append(sb, ", "...)
+			}
+			n := len(args)
+			sb = fmt.Appendf(sb, "($%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4)
+			args = append(args, k.UserID, k.DeviceID, k.Scope, k.TxnID)
+		}
+		rows, err := q.Query(ctx, `SELECT user_id, device_id, scope, txn_id, event_id FROM txn_ids
+			WHERE (user_id, device_id, scope, txn_id) IN (VALUES `+string(sb)+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("txn lookup: %w", err)
+		}
+		for rows.Next() {
+			var k TxnKey
+			var ev string
+			if err := rows.Scan(&k.UserID, &k.DeviceID, &k.Scope, &k.TxnID, &ev); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[k] = ev
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// RelatedEvents loads events that relate (edit, thread, reference) to any
+// of the given events.
+func (s *Rooms) RelatedEvents(ctx context.Context, parents []string) ([]*Event, error) {
+	var out []*Event
+	err := queryIn(ctx, s.db.Read(), `SELECT `+eventCols+` FROM events WHERE relates_to IN (IN)
+		AND rel_type IN ('m.replace', 'm.thread', 'm.reference') ORDER BY stream_pos`, nil, parents, func(r Rows) error {
+		e, err := scanEvent(r)
+		if err != nil {
+			return err
+		}
+		out = append(out, &e)
+		return nil
+	})
+	return out, err
+}
