@@ -258,7 +258,7 @@ func (a *API) getEvent(w http.ResponseWriter, r *http.Request, d *deviceT) error
 	if err != nil {
 		return err
 	}
-	ev, err := a.deps.Rooms.Event(r.Context(), d.UserID, id, httpapi.Var(r, "eventId"))
+	ev, err := a.deps.Rooms.Event(r.Context(), rooms.Requester{UserID: d.UserID, DeviceID: d.DeviceID}, id, httpapi.Var(r, "eventId"))
 	if err != nil {
 		return err
 	}
@@ -314,7 +314,7 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, d *deviceT) error
 	if err != nil {
 		return err
 	}
-	res, err := a.deps.Rooms.Messages(r.Context(), d.UserID, id, rooms.MessagesQuery{
+	res, err := a.deps.Rooms.Messages(r.Context(), rooms.Requester{UserID: d.UserID, DeviceID: d.DeviceID}, id, rooms.MessagesQuery{
 		From: q.Get("from"), To: q.Get("to"), Backward: dir == "b", Limit: limit, Filter: f,
 	})
 	if err != nil {
@@ -336,7 +336,7 @@ func (a *API) eventContext(w http.ResponseWriter, r *http.Request, d *deviceT) e
 	if err != nil {
 		return err
 	}
-	res, err := a.deps.Rooms.Context(r.Context(), d.UserID, id, httpapi.Var(r, "eventId"), limit, f)
+	res, err := a.deps.Rooms.Context(r.Context(), rooms.Requester{UserID: d.UserID, DeviceID: d.DeviceID}, id, httpapi.Var(r, "eventId"), limit, f)
 	if err != nil {
 		return err
 	}

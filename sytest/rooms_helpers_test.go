@@ -1,7 +1,11 @@
 package sytest
 
 import (
+	"encoding/json"
+	"io"
+	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -61,3 +65,7 @@ func chunkBodies(r *Response) []string {
 	}
 	return out
 }
+
+func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+func decodeJSON(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }

@@ -113,8 +113,12 @@ func (e *Engine) StateEvent(ctx context.Context, user, roomID, typ, key string) 
 	return e.render(ctx, ev, "", FormatOptions{User: user, NoBundle: true})
 }
 
+// Requester is who reads: transaction IDs are echoed to the sending device.
+type Requester struct{ UserID, DeviceID string }
+
 // Event returns one event if the user may see it.
-func (e *Engine) Event(ctx context.Context, user, roomID, eventID string) (*ClientEvent, error) {
+func (e *Engine) Event(ctx context.Context, who Requester, roomID, eventID string) (*ClientEvent, error) {
+	user := who.UserID
 	if !ValidEventID(eventID) {
 		return nil, mxerr.InvalidParam("%q is not a valid event ID", eventID)
 	}
@@ -140,7 +144,7 @@ func (e *Engine) Event(ctx context.Context, user, roomID, eventID string) (*Clie
 	if !ok {
 		return nil, mxerr.NotFound("Event not found or not visible to you")
 	}
-	out, err := e.renderAll(ctx, []*Event{ev}, []string{mem}, FormatOptions{User: user})
+	out, err := e.renderAll(ctx, []*Event{ev}, []string{mem}, FormatOptions{User: user, DeviceID: who.DeviceID})
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +308,8 @@ const (
 )
 
 // Messages pages through a room's history for a user.
-func (e *Engine) Messages(ctx context.Context, user, roomID string, q MessagesQuery) (*Messages, error) {
+func (e *Engine) Messages(ctx context.Context, who Requester, roomID string, q MessagesQuery) (*Messages, error) {
+	user := who.UserID
 	m, err := e.meta(ctx, roomID)
 	if err != nil {
 		return nil, notMemberIfUnknown(err)
@@ -384,7 +389,7 @@ func (e *Engine) Messages(ctx context.Context, user, roomID string, q MessagesQu
 	if !exhausted || len(kept) == q.Limit {
 		res.End = cur.String()
 	}
-	if res.Chunk, err = e.renderAll(ctx, kept, mems, FormatOptions{User: user}); err != nil {
+	if res.Chunk, err = e.renderAll(ctx, kept, mems, FormatOptions{User: user, DeviceID: who.DeviceID}); err != nil {
 		return nil, err
 	}
 	if q.Filter != nil && q.Filter.LazyLoadMembers && len(kept) > 0 {
@@ -485,8 +490,9 @@ type ContextResult struct {
 }
 
 // Context returns an event with those around it.
-func (e *Engine) Context(ctx context.Context, user, roomID, eventID string, limit int, f *filter.RoomEventFilter) (*ContextResult, error) {
-	ev, err := e.Event(ctx, user, roomID, eventID)
+func (e *Engine) Context(ctx context.Context, who Requester, roomID, eventID string, limit int, f *filter.RoomEventFilter) (*ContextResult, error) {
+	user := who.UserID
+	ev, err := e.Event(ctx, who, roomID, eventID)
 	if err != nil {
 		return nil, err
 	}
@@ -502,11 +508,11 @@ func (e *Engine) Context(ctx context.Context, user, roomID, eventID string, limi
 	}
 	limit = min(limit, 100)
 	at := Position{Depth: target.Depth, Stream: deref(target.StreamPos)}
-	before, err := e.Messages(ctx, user, roomID, MessagesQuery{From: at.String(), Backward: true, Limit: limit / 2, Filter: f})
+	before, err := e.Messages(ctx, who, roomID, MessagesQuery{From: at.String(), Backward: true, Limit: limit / 2, Filter: f})
 	if err != nil {
 		return nil, err
 	}
-	after, err := e.Messages(ctx, user, roomID, MessagesQuery{From: at.String(), Backward: false, Limit: limit - limit/2, Filter: f})
+	after, err := e.Messages(ctx, who, roomID, MessagesQuery{From: at.String(), Backward: false, Limit: limit - limit/2, Filter: f})
 	if err != nil {
 		return nil, err
 	}
