@@ -159,9 +159,9 @@ func (s *Rooms) StateKeyNIDs(ctx context.Context, q Querier, tx *Tx, keys []Stat
 }
 
 // StateKeysByNID resolves interned keys.
-func (s *Rooms) StateKeysByNID(ctx context.Context, nids []int64) (map[int64]StateKey, error) {
+func (s *Rooms) StateKeysByNID(ctx context.Context, q Querier, nids []int64) (map[int64]StateKey, error) {
 	out := make(map[int64]StateKey, len(nids))
-	err := queryIn(ctx, s.db.Read(), `SELECT key_nid, type, state_key FROM state_keys WHERE key_nid IN (IN)`, nil, nids, func(r Rows) error {
+	err := queryIn(ctx, q, `SELECT key_nid, type, state_key FROM state_keys WHERE key_nid IN (IN)`, nil, nids, func(r Rows) error {
 		var nid int64
 		var k StateKey
 		if err := r.Scan(&nid, &k.Type, &k.StateKey); err != nil {
@@ -723,6 +723,21 @@ func (s *Rooms) RelatedEvents(ctx context.Context, parents []string) ([]*Event, 
 			return err
 		}
 		out = append(out, &e)
+		return nil
+	})
+	return out, err
+}
+
+// EventIDsByNID maps numeric IDs to event IDs.
+func (s *Rooms) EventIDsByNID(ctx context.Context, q Querier, nids []int64) (map[int64]string, error) {
+	out := make(map[int64]string, len(nids))
+	err := queryIn(ctx, q, `SELECT event_nid, event_id FROM events WHERE event_nid IN (IN)`, nil, nids, func(r Rows) error {
+		var nid int64
+		var id string
+		if err := r.Scan(&nid, &id); err != nil {
+			return err
+		}
+		out[nid] = id
 		return nil
 	})
 	return out, err

@@ -80,6 +80,7 @@ type Engine struct {
 
 	persister *persister
 	profiles  Profiles
+	keyring   KeyRing
 }
 
 // roomMeta is what never changes about a room.
@@ -183,7 +184,7 @@ func (e *Engine) rememberKey(k storage.StateKey, nid int64) {
 }
 
 // keyNames resolves interned keys.
-func (e *Engine) keysByNID(ctx context.Context, nids []int64) (map[int64]storage.StateKey, error) {
+func (e *Engine) keysByNID(ctx context.Context, q storage.Querier, nids []int64) (map[int64]storage.StateKey, error) {
 	out := make(map[int64]storage.StateKey, len(nids))
 	var missing []int64
 	for _, n := range nids {
@@ -194,13 +195,15 @@ func (e *Engine) keysByNID(ctx context.Context, nids []int64) (map[int64]storage
 		}
 	}
 	if len(missing) > 0 {
-		m, err := e.store.StateKeysByNID(ctx, missing)
+		m, err := e.store.StateKeysByNID(ctx, q, missing)
 		if err != nil {
 			return nil, err
 		}
 		for n, k := range m {
 			out[n] = k
-			e.rememberKey(k, n)
+			if q == e.db.Read() {
+				e.rememberKey(k, n)
+			}
 		}
 	}
 	return out, nil
@@ -305,7 +308,7 @@ func (e *Engine) stateEventsAt(ctx context.Context, q storage.Querier, snap int6
 		keyNIDs = append(keyNIDs, k)
 		evNIDs = append(evNIDs, v)
 	}
-	keys, err := e.keysByNID(ctx, keyNIDs)
+	keys, err := e.keysByNID(ctx, q, keyNIDs)
 	if err != nil {
 		return nil, err
 	}

@@ -38,14 +38,18 @@ type request struct {
 	aliases []string
 	// publish lists the room in the directory (creation only).
 	publish bool
-	done    chan result
+	// remote is an event from another server to take in (Ingest).
+	remote     *Event
+	remoteOpts IngestOptions
+	done       chan result
 }
 
 type result struct {
 	events []*Event
 	// dup is the event an earlier request with the same txn ID produced.
-	dup string
-	err error
+	dup    string
+	ingest IngestResult
+	err    error
 }
 
 // head is what appending to a room needs to know about it: its current
@@ -419,6 +423,25 @@ func (b *batch) createEvent(h *head) (*Event, error) {
 
 // apply runs one request: every proto or none.
 func (b *batch) apply(r *request) (result, error) {
+	if r.remote != nil {
+		m, err := b.e.meta(b.ctx, r.roomID)
+		if err != nil {
+			return result{}, err
+		}
+		h, err := b.head(m)
+		if err != nil {
+			return result{}, err
+		}
+		saved, mark, nEvents := h.clone(), b.sql.Len(), len(b.events)
+		res, err := b.ingest(r)
+		if err != nil {
+			b.sql.Truncate(mark)
+			b.events = b.events[:nEvents]
+			b.heads[m.NID] = saved
+			return result{}, err
+		}
+		return result{ingest: res}, nil
+	}
 	if r.txn != nil {
 		if ev, ok := b.txns[*r.txn]; ok {
 			return result{dup: ev}, nil
