@@ -37,10 +37,10 @@ func openPostgres(ctx context.Context, url string, opts Options) (*postgres, err
 	return &postgres{pool: pool, q: pgQuerier{pool}}, nil
 }
 
-func (p *postgres) name() string     { return "postgres" }
-func (p *postgres) reader() Querier  { return p.q }
-func (p *postgres) writer() Querier  { return p.q }
-func (p *postgres) close() error     { p.pool.Close(); return nil }
+func (p *postgres) name() string        { return "postgres" }
+func (p *postgres) reader() Querier     { return p.q }
+func (p *postgres) writer() Querier     { return p.q }
+func (p *postgres) close() error        { p.pool.Close(); return nil }
 func (p *postgres) Pool() *pgxpool.Pool { return p.pool }
 
 func (p *postgres) stats() Stats {

@@ -30,18 +30,18 @@ type StateEventSpec struct {
 
 // CreateRoomRequest is POST /createRoom's body.
 type CreateRoomRequest struct {
-	Visibility                string           `json:"visibility"`
-	RoomAliasName             string           `json:"room_alias_name"`
-	Name                      *string          `json:"name"`
-	Topic                     *string          `json:"topic"`
-	Invite                    []string         `json:"invite"`
+	Visibility                string            `json:"visibility"`
+	RoomAliasName             string            `json:"room_alias_name"`
+	Name                      *string           `json:"name"`
+	Topic                     *string           `json:"topic"`
+	Invite                    []string          `json:"invite"`
 	Invite3PID                []json.RawMessage `json:"invite_3pid"`
-	RoomVersion               string           `json:"room_version"`
-	CreationContent           map[string]any   `json:"creation_content"`
-	InitialState              []StateEventSpec `json:"initial_state"`
-	Preset                    string           `json:"preset"`
-	IsDirect                  bool             `json:"is_direct"`
-	PowerLevelContentOverride map[string]any   `json:"power_level_content_override"`
+	RoomVersion               string            `json:"room_version"`
+	CreationContent           map[string]any    `json:"creation_content"`
+	InitialState              []StateEventSpec  `json:"initial_state"`
+	Preset                    string            `json:"preset"`
+	IsDirect                  bool              `json:"is_direct"`
+	PowerLevelContentOverride map[string]any    `json:"power_level_content_override"`
 }
 
 // Limits of createRoom.
