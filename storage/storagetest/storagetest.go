@@ -134,3 +134,19 @@ func ForEach(t *testing.T, fn func(t *testing.T, db *storage.DB)) {
 	t.Run("sqlite", func(t *testing.T) { fn(t, OpenSQLite(t)) })
 	t.Run("postgres", func(t *testing.T) { fn(t, OpenPostgres(t)) })
 }
+
+// OpenSQLiteSync opens a SQLite database with the given synchronous mode
+// (FULL to measure durable writes).
+func OpenSQLiteSync(t testing.TB, sync string) *storage.DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := storage.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "test.db"), storage.Options{MaxConns: 8, SQLiteSynchronous: sync})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if _, err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
