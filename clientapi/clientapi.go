@@ -12,8 +12,8 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/parley-chat/parley/homeserver/accounts"
 	"github.com/parley-chat/parley/e2ee"
+	"github.com/parley-chat/parley/homeserver/accounts"
 	"github.com/parley-chat/parley/homeserver/ratelimit"
 	"github.com/parley-chat/parley/homeserver/rooms"
 	"github.com/parley-chat/parley/internal/httpapi"
@@ -152,6 +152,7 @@ func (a *API) Routes(r *mux.Router) {
 
 	a.legacyRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 	a.keysRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
+	a.keysUnstableRoutes(r)
 	if a.deps.Rooms != nil {
 		a.roomRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 	}

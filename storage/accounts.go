@@ -142,7 +142,13 @@ func (a *Accounts) DeviceGet(ctx context.Context, userID, deviceID string) (Devi
 
 // DeviceList returns a user's devices.
 func (a *Accounts) DeviceList(ctx context.Context, userID string) ([]Device, error) {
-	rows, err := a.db.Read().Query(ctx, `SELECT `+deviceCols+` FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
+	return a.DeviceListQ(ctx, a.db.Read(), userID)
+}
+
+// DeviceListQ returns a user's devices through q (a transaction that must
+// see its own writes).
+func (a *Accounts) DeviceListQ(ctx context.Context, q Querier, userID string) ([]Device, error) {
+	rows, err := q.Query(ctx, `SELECT `+deviceCols+` FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
 	if err != nil {
 		return nil, fmt.Errorf("list devices: %w", err)
 	}

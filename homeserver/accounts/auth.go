@@ -335,7 +335,7 @@ func (e *Engine) DeleteDevices(ctx context.Context, userID string, ids []string)
 			return err
 		}
 		if ids == nil {
-			devs, err := e.store.DeviceList(ctx, userID)
+			devs, err := e.store.DeviceListQ(ctx, tx, userID)
 			if err != nil {
 				return err
 			}
@@ -400,7 +400,7 @@ func (e *Engine) Deactivate(ctx context.Context, userID string, erase bool) erro
 		if hashes, err = e.store.TokenHashesForDevices(ctx, tx, userID, nil); err != nil {
 			return err
 		}
-		devs, err := e.store.DeviceList(ctx, userID)
+		devs, err := e.store.DeviceListQ(ctx, tx, userID)
 		if err != nil {
 			return err
 		}
