@@ -155,6 +155,7 @@ func (a *API) Routes(r *mux.Router) {
 	a.keysUnstableRoutes(r)
 	if a.deps.Rooms != nil {
 		a.roomRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
+		a.roomExtraRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"), httpapi.NewGroup(r, "/_matrix/client/v1"))
 	}
 	v1 := httpapi.NewGroup(r, "/_matrix/client/v1")
 	v1.Handle(http.MethodPost, "/login/get_token", a.noGuests(a.getLoginToken))

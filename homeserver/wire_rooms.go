@@ -18,10 +18,11 @@ func (s *Server) wireRooms() error {
 		Signer:     &rooms.Signer{ServerName: s.cfg.ServerName, KeyID: id.KeyID(s.key.ID), Key: s.key.Priv},
 	}, s.db, s.log.With("engine", "rooms"))
 	s.rooms.SetProfiles(profileSource{s.accounts})
+	s.rooms.SetAccountData(s.accounts)
 	s.deps.Rooms = s.rooms
 	s.services = append(s.services, roomsService{s.rooms})
 	h := s.accounts.Hooks()
-	prevProfile, prevDeactivated := h.ProfileChanged, h.Deactivated
+	prevProfile, prevDeactivated, prevAccountData := h.ProfileChanged, h.Deactivated, h.AccountDataChanged
 	h.ProfileChanged = func(ctx context.Context, userID string) {
 		if prevProfile != nil {
 			prevProfile(ctx, userID)
@@ -37,6 +38,12 @@ func (s *Server) wireRooms() error {
 		if err := s.rooms.LeaveAll(ctx, userID); err != nil {
 			s.log.Warn("could not leave the rooms of a deactivated user", "user", userID, "err", err)
 		}
+	}
+	h.AccountDataChanged = func(userID string, pos int64) {
+		if prevAccountData != nil {
+			prevAccountData(userID, pos)
+		}
+		s.rooms.AccountDataChanged(userID)
 	}
 	s.accounts.SetHooks(h)
 	return nil

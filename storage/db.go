@@ -24,7 +24,18 @@ var (
 	ErrNotFound = errors.New("storage: not found")
 	// ErrConflict is returned when an insert violates a unique constraint.
 	ErrConflict = errors.New("storage: conflict")
+	// ErrInvalidInput is returned for values the database cannot store
+	// (a NUL byte in text, say): the client's input was bad.
+	ErrInvalidInput error = invalidInput{}
 )
+
+type invalidInput struct{}
+
+func (invalidInput) Error() string { return "storage: invalid input" }
+
+// InvalidInput marks the error as caused by the client's input, so that
+// the API edge (which does not import storage) answers 400, not 500.
+func (invalidInput) InvalidInput() bool { return true }
 
 // Querier runs statements. It is implemented by the read pool, the writer
 // and transactions of both dialects.

@@ -125,8 +125,14 @@ func pgErr(err error) error {
 		return ErrNotFound
 	}
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "23505" {
-		return fmt.Errorf("%w: %s", ErrConflict, pe.ConstraintName)
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "23505":
+			return fmt.Errorf("%w: %s", ErrConflict, pe.ConstraintName)
+		case "22021", "22P05", "22001", "54000":
+			// NUL bytes, text that cannot be stored, values too long.
+			return fmt.Errorf("%w: %s", ErrInvalidInput, pe.Message)
+		}
 	}
 	return err
 }

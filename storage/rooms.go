@@ -57,9 +57,10 @@ func (s *Rooms) RoomByNID(ctx context.Context, q Querier, nid int64) (Room, erro
 }
 
 // AddRoomHead queues the update of a room's current state, depth and
-// newest event.
-func (s *Rooms) AddRoomHead(b *Batch, nid, stateNID, maxDepth, lastEvent int64) {
-	b.Add(`UPDATE rooms SET state_nid = $2, max_depth = $3, last_event = $4 WHERE room_nid = $1`, nid, stateNID, maxDepth, lastEvent)
+// newest event (and its stream position, when it is in the timeline).
+func (s *Rooms) AddRoomHead(b *Batch, nid, stateNID, maxDepth, lastEvent, lastStream int64) {
+	b.Add(`UPDATE rooms SET state_nid = $2, max_depth = $3, last_event = $4, last_stream = CASE WHEN $5 > last_stream THEN $5 ELSE last_stream END WHERE room_nid = $1`,
+		nid, stateNID, maxDepth, lastEvent, lastStream)
 }
 
 // RoomForUpdate reads a room's row inside the persisting transaction.
@@ -392,41 +393,6 @@ func scanEvents(rows Rows) ([]*Event, error) {
 	return out, rows.Err()
 }
 
-// EventNearTimestamp finds the timeline event closest to ts in a
-// direction: the first at or after it (forward) or at or before it.
-func (s *Rooms) EventNearTimestamp(ctx context.Context, roomNID, ts int64, forward bool) (*Event, error) {
-	sql := `SELECT ` + eventCols + ` FROM events WHERE room_nid = $1 AND stream_pos IS NOT NULL AND origin_ts <= $2 ORDER BY origin_ts DESC, stream_pos DESC LIMIT 1`
-	if forward {
-		sql = `SELECT ` + eventCols + ` FROM events WHERE room_nid = $1 AND stream_pos IS NOT NULL AND origin_ts >= $2 ORDER BY origin_ts ASC, stream_pos ASC LIMIT 1`
-	}
-	e, err := scanEvent(s.db.Read().QueryRow(ctx, sql, roomNID, ts))
-	if err != nil {
-		return nil, err
-	}
-	return &e, nil
-}
-
-// Relations lists timeline events relating to an event.
-func (s *Rooms) Relations(ctx context.Context, parentID, relType string, fromStream int64, backwards bool, limit int) ([]*Event, error) {
-	var sql string
-	args := []any{parentID, fromStream, limit}
-	cond := ""
-	if relType != "" {
-		cond = " AND rel_type = $4"
-		args = append(args, relType)
-	}
-	if backwards {
-		sql = `SELECT ` + eventCols + ` FROM events WHERE relates_to = $1 AND stream_pos IS NOT NULL AND stream_pos < $2` + cond + ` ORDER BY stream_pos DESC LIMIT $3`
-	} else {
-		sql = `SELECT ` + eventCols + ` FROM events WHERE relates_to = $1 AND stream_pos IS NOT NULL AND stream_pos > $2` + cond + ` ORDER BY stream_pos ASC LIMIT $3`
-	}
-	rows, err := s.db.Read().Query(ctx, sql, args...)
-	if err != nil {
-		return nil, fmt.Errorf("relations: %w", err)
-	}
-	return scanEvents(rows)
-}
-
 // CurrentStateEntry is one entry of a room's current state.
 type CurrentStateEntry struct {
 	Type, StateKey string
@@ -712,22 +678,6 @@ func (s *Rooms) TxnLookup(ctx context.Context, q Querier, keys []TxnKey) (map[Tx
 	return out, nil
 }
 
-// RelatedEvents loads events that relate (edit, thread, reference) to any
-// of the given events.
-func (s *Rooms) RelatedEvents(ctx context.Context, parents []string) ([]*Event, error) {
-	var out []*Event
-	err := queryIn(ctx, s.db.Read(), `SELECT `+eventCols+` FROM events WHERE relates_to IN (IN)
-		AND rel_type IN ('m.replace', 'm.thread', 'm.reference') ORDER BY stream_pos`, nil, parents, func(r Rows) error {
-		e, err := scanEvent(r)
-		if err != nil {
-			return err
-		}
-		out = append(out, &e)
-		return nil
-	})
-	return out, err
-}
-
 // EventIDsByNID maps numeric IDs to event IDs.
 func (s *Rooms) EventIDsByNID(ctx context.Context, q Querier, nids []int64) (map[int64]string, error) {
 	out := make(map[int64]string, len(nids))
@@ -741,4 +691,85 @@ func (s *Rooms) EventIDsByNID(ctx context.Context, q Querier, nids []int64) (map
 		return nil
 	})
 	return out, err
+}
+
+// MembershipChange is a change of one user's membership.
+type MembershipChange struct {
+	RoomNID    int64
+	RoomID     string
+	EventNID   int64
+	Membership string
+	StreamPos  int64
+}
+
+// MembershipChanges lists a user's membership events with from < stream ≤ to.
+func (s *Rooms) MembershipChanges(ctx context.Context, userID string, from, to int64) ([]MembershipChange, error) {
+	rows, err := s.db.Read().Query(ctx, `SELECT e.room_nid, r.room_id, e.event_nid, COALESCE(e.membership, ''), e.stream_pos
+		FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+		WHERE e.type = 'm.room.member' AND e.state_key = $1 AND e.stream_pos > $2 AND e.stream_pos <= $3
+		ORDER BY e.stream_pos`, userID, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("membership changes: %w", err)
+	}
+	defer rows.Close()
+	var out []MembershipChange
+	for rows.Next() {
+		var c MembershipChange
+		if err := rows.Scan(&c.RoomNID, &c.RoomID, &c.EventNID, &c.Membership, &c.StreamPos); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// LatestStreamPos returns each room's newest timeline stream position.
+func (s *Rooms) LatestStreamPos(ctx context.Context, roomNIDs []int64) (map[int64]int64, error) {
+	out := make(map[int64]int64, len(roomNIDs))
+	err := queryIn(ctx, s.db.Read(), `SELECT room_nid, last_stream FROM rooms WHERE room_nid IN (IN)`,
+		nil, roomNIDs, func(r Rows) error {
+			var nid, pos int64
+			if err := r.Scan(&nid, &pos); err != nil {
+				return err
+			}
+			out[nid] = pos
+			return nil
+		})
+	return out, err
+}
+
+// LatestJoinPos returns the stream position of a user's newest join to a
+// room (0 if none).
+func (s *Rooms) LatestJoinPos(ctx context.Context, roomNID int64, userID string) (int64, error) {
+	var pos int64
+	err := s.db.Read().QueryRow(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM events
+		WHERE type = 'm.room.member' AND state_key = $1 AND room_nid = $2 AND membership = 'join' AND stream_pos IS NOT NULL`,
+		userID, roomNID).Scan(&pos)
+	return pos, err
+}
+
+// RoomPublishTx lists a room in the directory inside a transaction.
+func (s *Rooms) RoomPublishTx(ctx context.Context, tx *Tx, nid int64) error {
+	_, err := tx.Exec(ctx, `UPDATE rooms SET published = TRUE WHERE room_nid = $1`, nid)
+	return err
+}
+
+// AnnotationsBySender returns the content of a sender's live annotations
+// of an event.
+func (s *Rooms) AnnotationsBySender(ctx context.Context, parentID, sender string) ([][]byte, error) {
+	rows, err := s.db.Read().Query(ctx, `SELECT json FROM events WHERE relates_to = $1 AND rel_type = 'm.annotation'
+		AND sender = $2 AND redacted_by IS NULL AND stream_pos IS NOT NULL`, parentID, sender)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
 }

@@ -23,8 +23,6 @@ func (u *User) createRoom(t testing.TB, body map[string]any) string {
 	return id
 }
 
-var txnSeq int64
-
 // send sends a message and returns its event ID.
 func (u *User) send(t testing.TB, room, body string) string {
 	t.Helper()
@@ -33,7 +31,6 @@ func (u *User) send(t testing.TB, room, body string) string {
 
 func (u *User) sendEvent(t testing.TB, room, typ string, content any) string {
 	t.Helper()
-	txnSeq++
 	r := Must(t, u.Do(t, "PUT", v3+"/rooms/"+url.PathEscape(room)+"/send/"+typ+"/t"+randHex(6), content), 200)
 	return r.Str("event_id")
 }

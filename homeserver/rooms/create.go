@@ -197,6 +197,19 @@ func (e *Engine) creationEvents(ctx context.Context, creator string, version id.
 		if json.Unmarshal(s.Content, &obj) != nil || obj == nil {
 			return nil, mxerr.BadJSON("initial_state content must be an object")
 		}
+		if s.Type == "m.room.canonical_alias" {
+			// A new room has no aliases but the one created with it.
+			var c struct {
+				Alias      string   `json:"alias"`
+				AltAliases []string `json:"alt_aliases"`
+			}
+			_ = json.Unmarshal(s.Content, &c)
+			for _, a := range append(c.AltAliases, c.Alias) {
+				if a != "" && !slices.Contains(aliases, a) {
+					return nil, mxerr.Custom(400, "M_BAD_ALIAS", "Alias %s does not point to the new room", a)
+				}
+			}
+		}
 		protos = append(protos, Proto{Type: s.Type, StateKey: ptr(s.StateKey), Content: s.Content, Sender: creator})
 	}
 	if r.Name != nil {

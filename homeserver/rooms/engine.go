@@ -81,6 +81,7 @@ type Engine struct {
 	persister *persister
 	profiles  Profiles
 	keyring   KeyRing
+	x         extras // ignored users, directory, ACLs, upgrades (extras.go)
 }
 
 // roomMeta is what never changes about a room.

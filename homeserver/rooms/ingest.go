@@ -577,7 +577,7 @@ func (b *batch) advanceHead(h *head, ev *Event, prevIDs []string) error {
 	}
 	h.maxDepth = max(h.maxDepth, ev.Depth)
 	h.lastEvent = ev.NID
-	b.e.store.AddRoomHead(b.sql, h.meta.NID, h.stateNID, h.maxDepth, h.lastEvent)
+	b.e.store.AddRoomHead(b.sql, h.meta.NID, h.stateNID, h.maxDepth, h.lastEvent, deref(ev.StreamPos))
 	if ev.Type == "m.room.redaction" {
 		return b.applyRedaction(h, ev)
 	}

@@ -584,7 +584,7 @@ func (b *batch) write(h *head, ev *Event, authNIDs []int64) error {
 	h.stateNID = after
 	h.maxDepth = max(h.maxDepth, ev.Depth)
 	h.lastEvent = ev.NID
-	b.e.store.AddRoomHead(b.sql, h.meta.NID, h.stateNID, h.maxDepth, h.lastEvent)
+	b.e.store.AddRoomHead(b.sql, h.meta.NID, h.stateNID, h.maxDepth, h.lastEvent, pos)
 	if ev.Type == "m.room.redaction" {
 		if err := b.applyRedaction(h, ev); err != nil {
 			return err
@@ -668,7 +668,7 @@ func (b *batch) createRoom(r *request) (*roomMeta, *head, error) {
 		}
 	}
 	if r.publish {
-		if _, err := b.tx.Exec(b.ctx, `UPDATE rooms SET published = TRUE WHERE room_nid = $1`, nid); err != nil {
+		if err := b.e.store.RoomPublishTx(b.ctx, b.tx, nid); err != nil {
 			return nil, nil, err
 		}
 	}

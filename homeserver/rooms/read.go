@@ -144,6 +144,13 @@ func (e *Engine) Event(ctx context.Context, who Requester, roomID, eventID strin
 	if !ok {
 		return nil, mxerr.NotFound("Event not found or not visible to you")
 	}
+	ignored, err := e.IgnoredUsers(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	if hiddenByIgnore(ignored, ev) {
+		return nil, mxerr.NotFound("Event not found or not visible to you")
+	}
 	out, err := e.renderAll(ctx, []*Event{ev}, []string{mem}, FormatOptions{User: user, DeviceID: who.DeviceID})
 	if err != nil {
 		return nil, err
@@ -325,6 +332,10 @@ func (e *Engine) Messages(ctx context.Context, who Requester, roomID string, q M
 	if err := e.mayRead(ctx, m, user, v); err != nil {
 		return nil, err
 	}
+	ignored, err := e.IgnoredUsers(ctx, user)
+	if err != nil {
+		return nil, err
+	}
 	from, err := e.startPosition(ctx, m, q.From, q.Backward)
 	if err != nil {
 		return nil, err
@@ -346,7 +357,8 @@ func (e *Engine) Messages(ctx context.Context, who Requester, roomID string, q M
 	var kept []*Event
 	var mems []string
 	cur := from
-	scanned, exhausted := 0, false
+	scanned, exhausted, more := 0, false, false
+scan:
 	for len(kept) < q.Limit && scanned < q.Limit*maxScanFactor {
 		tq := storage.TimelineQuery{RoomNID: m.NID, FromDepth: cur.Depth, FromStream: cur.Stream, Backwards: q.Backward,
 			Limit: q.Limit - len(kept) + 1}
@@ -360,14 +372,14 @@ func (e *Engine) Messages(ctx context.Context, who Requester, roomID string, q M
 		if len(rows) < tq.Limit {
 			exhausted = true
 		}
-		for _, row := range rows {
+		for i, row := range rows {
 			scanned++
 			cur = Position{Depth: row.Depth, Stream: deref(row.StreamPos)}
 			ev, err := fromRow(row, m.Version, m.ID)
 			if err != nil {
 				return nil, err
 			}
-			if !q.Filter.AllowsEvent(ev.Type, ev.Sender, ev.PDU.Content) {
+			if hiddenByIgnore(ignored, ev) || !q.Filter.AllowsEvent(ev.Type, ev.Sender, ev.PDU.Content) {
 				continue
 			}
 			ok, mem, err := v.allowed(ev)
@@ -378,7 +390,9 @@ func (e *Engine) Messages(ctx context.Context, who Requester, roomID string, q M
 				kept = append(kept, ev)
 				mems = append(mems, mem)
 				if len(kept) == q.Limit {
-					break
+					// More is known to follow only if rows remain.
+					more = i < len(rows)-1 || !exhausted
+					break scan
 				}
 			}
 		}
@@ -386,7 +400,7 @@ func (e *Engine) Messages(ctx context.Context, who Requester, roomID string, q M
 			break
 		}
 	}
-	if !exhausted || len(kept) == q.Limit {
+	if more || (!exhausted && len(kept) < q.Limit) {
 		res.End = cur.String()
 	}
 	if res.Chunk, err = e.renderAll(ctx, kept, mems, FormatOptions{User: user, DeviceID: who.DeviceID}); err != nil {
@@ -523,7 +537,6 @@ func (e *Engine) Context(ctx context.Context, who Requester, roomID, eventID str
 	if res.End == "" {
 		res.End = at.String()
 	}
-	m, _ := e.meta(ctx, roomID)
 	state, err := e.stateEventsAt(ctx, e.db.Read(), deref(target.StateAfter))
 	if err != nil {
 		return nil, err
@@ -543,7 +556,6 @@ func (e *Engine) Context(ctx context.Context, who Requester, roomID, eventID str
 		}
 		evs = append(evs, s)
 	}
-	_ = m
 	if res.State, err = e.renderAll(ctx, evs, nil, FormatOptions{User: user, NoBundle: true}); err != nil {
 		return nil, err
 	}

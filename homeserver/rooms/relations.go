@@ -3,84 +3,277 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"slices"
+	"strings"
+
+	"github.com/tidwall/gjson"
 
 	"github.com/parley-chat/parley/storage"
 )
 
-// bundle adds m.relations to events that have edits, thread replies or
-// references (the server-side aggregations of the spec).
+// Limits of bundled aggregations.
+const (
+	// maxBundledReferences bounds the m.reference chunk of one event;
+	// GET /relations lists them all.
+	maxBundledReferences = 1000
+	// editCandidates is how many of the newest edits per (event, sender,
+	// type) are looked at to find the newest valid one.
+	editCandidates = 5
+)
+
+// bundle adds m.relations (the server-side aggregations of m.thread,
+// m.replace and m.reference) to rendered events, as the spec describes:
+//
+//   - state events, edits and annotations get none;
+//   - m.thread: only on events that are not themselves relations; count,
+//     latest_event (topologically newest, with its own aggregations) and
+//     current_user_participated, leaving out ignored users' replies;
+//   - m.replace: the newest valid edit by origin_server_ts, then event ID
+//     (same sender and type, m.new_content present unless encrypted); none
+//     on a redacted event;
+//   - m.reference: the referencing event IDs.
+//
+// Children count only if they are in the parent's room, accepted, in the
+// timeline and not redacted.
 func (e *Engine) bundle(ctx context.Context, user string, evs []*Event, out []*ClientEvent) error {
-	ids := make([]string, 0, len(evs))
-	for _, ev := range evs {
-		if ev.RedactedBy == nil {
-			ids = append(ids, ev.EventID)
+	byRoom := map[int64][]int{}
+	for i, ev := range evs {
+		if ev.IsState() {
+			continue
 		}
+		switch deref2(ev.RelType) {
+		case "m.replace", "m.annotation":
+			continue
+		}
+		byRoom[ev.RoomNID] = append(byRoom[ev.RoomNID], i)
 	}
-	if len(ids) == 0 {
+	if len(byRoom) == 0 {
 		return nil
 	}
-	children, err := e.relatedTo(ctx, ids)
+	ignored, err := e.IgnoredUsers(ctx, user)
 	if err != nil {
 		return err
 	}
-	for i, ev := range evs {
-		rel := children[ev.EventID]
-		if len(rel) == 0 {
-			continue
+	for roomNID, idx := range byRoom {
+		parents := make([]*Event, len(idx))
+		for j, i := range idx {
+			parents[j] = evs[i]
 		}
-		agg := map[string]any{}
-		var thread struct {
-			count        int
-			latest       *Event
-			participated bool
+		aggs, err := e.aggregate(ctx, user, ignored, roomNID, parents)
+		if err != nil {
+			return err
 		}
-		var refs []map[string]string
-		var edit *Event
-		for _, c := range rel {
-			switch deref2(c.RelType) {
-			case "m.thread":
-				thread.count++
-				if thread.latest == nil || deref(c.StreamPos) > deref(thread.latest.StreamPos) {
-					thread.latest = c
-				}
-				thread.participated = thread.participated || c.Sender == user
-			case "m.replace":
-				// Only the original sender's edits count.
-				if c.Sender == ev.Sender && c.Type == ev.Type && (edit == nil || deref(c.StreamPos) > deref(edit.StreamPos)) {
-					edit = c
-				}
-			case "m.reference":
-				refs = append(refs, map[string]string{"event_id": c.EventID})
+		for j, i := range idx {
+			agg := aggs[j]
+			if len(agg) == 0 {
+				continue
 			}
-		}
-		if thread.count > 0 {
-			latest, err := e.render(ctx, thread.latest, "", FormatOptions{NoBundle: true})
+			b, err := json.Marshal(agg)
 			if err != nil {
 				return err
 			}
-			thread.participated = thread.participated || ev.Sender == user
-			agg["m.thread"] = map[string]any{"latest_event": latest, "count": thread.count, "current_user_participated": thread.participated}
-		}
-		if edit != nil {
-			rendered, err := e.render(ctx, edit, "", FormatOptions{NoBundle: true})
-			if err != nil {
-				return err
+			if out[i].Unsigned == nil {
+				out[i].Unsigned = &Unsigned{}
 			}
-			agg["m.replace"] = rendered
+			out[i].Unsigned.Relations = b
 		}
-		if len(refs) > 0 {
-			agg["m.reference"] = map[string]any{"chunk": refs}
-		}
-		if len(agg) == 0 {
-			continue
-		}
-		b, _ := json.Marshal(agg)
-		if out[i].Unsigned == nil {
-			out[i].Unsigned = &Unsigned{}
-		}
-		out[i].Unsigned.Relations = b
 	}
 	return nil
+}
+
+// threadAggregation is the m.thread bundle.
+type threadAggregation struct {
+	LatestEvent  *ClientEvent `json:"latest_event"`
+	Count        int          `json:"count"`
+	Participated bool         `json:"current_user_participated"`
+}
+
+// aggregate computes the aggregations of events of one room, in order.
+func (e *Engine) aggregate(ctx context.Context, user string, ignored map[string]bool, roomNID int64, parents []*Event) ([]map[string]any, error) {
+	out := make([]map[string]any, len(parents))
+	for i := range out {
+		out[i] = map[string]any{}
+	}
+	var ids, roots, editable []string
+	for _, p := range parents {
+		ids = append(ids, p.EventID)
+		if p.RelType == nil {
+			roots = append(roots, p.EventID)
+		}
+		if p.RedactedBy == nil {
+			editable = append(editable, p.EventID)
+		}
+	}
+	if err := e.aggregateThreads(ctx, user, ignored, roomNID, parents, roots, out); err != nil {
+		return nil, err
+	}
+	if err := e.aggregateEdits(ctx, ignored, roomNID, parents, editable, out); err != nil {
+		return nil, err
+	}
+	refs, err := e.store.References(ctx, roomNID, ids, maxBundledReferences)
+	if err != nil {
+		return nil, err
+	}
+	chunks := map[string][]map[string]string{}
+	slices.SortStableFunc(refs, func(a, b storage.Reference) int { return comparePos(a.Depth, a.Stream, b.Depth, b.Stream) })
+	for _, r := range refs {
+		if !ignored[r.Sender] {
+			chunks[r.ParentID] = append(chunks[r.ParentID], map[string]string{"event_id": r.EventID})
+		}
+	}
+	for i, p := range parents {
+		if c := chunks[p.EventID]; len(c) > 0 {
+			out[i]["m.reference"] = map[string]any{"chunk": c}
+		}
+	}
+	return out, nil
+}
+
+func (e *Engine) aggregateThreads(ctx context.Context, user string, ignored map[string]bool, roomNID int64, parents []*Event, roots []string, out []map[string]any) error {
+	if len(roots) == 0 {
+		return nil
+	}
+	sums, err := e.store.ThreadSummaries(ctx, roomNID, roots)
+	if err != nil {
+		return err
+	}
+	type thread struct {
+		count        int
+		latest       *storage.ThreadSummary
+		participated bool
+	}
+	threads := map[string]*thread{}
+	for i := range sums {
+		s := &sums[i]
+		if ignored[s.Sender] {
+			continue
+		}
+		t := threads[s.RootID]
+		if t == nil {
+			t = &thread{}
+			threads[s.RootID] = t
+		}
+		t.count += s.Count
+		t.participated = t.participated || s.Sender == user
+		if t.latest == nil || comparePos(s.LatestDepth, s.LatestStream, t.latest.LatestDepth, t.latest.LatestStream) > 0 {
+			t.latest = s
+		}
+	}
+	if len(threads) == 0 {
+		return nil
+	}
+	var nids []int64
+	for _, t := range threads {
+		nids = append(nids, t.latest.LatestNID)
+	}
+	evs, err := e.eventsByNID(ctx, e.db.Read(), nil, nids)
+	if err != nil {
+		return err
+	}
+	// The latest events carry their own aggregations (their edits); they
+	// are thread replies, so this goes no deeper.
+	var latest []*Event
+	for _, n := range nids {
+		if ev, ok := evs[n]; ok {
+			latest = append(latest, ev)
+		}
+	}
+	rendered, err := e.renderAll(ctx, latest, nil, FormatOptions{User: user})
+	if err != nil {
+		return err
+	}
+	byNID := make(map[int64]*ClientEvent, len(latest))
+	for i, ev := range latest {
+		byNID[ev.NID] = rendered[i]
+	}
+	for i, p := range parents {
+		t := threads[p.EventID]
+		if t == nil || byNID[t.latest.LatestNID] == nil {
+			continue
+		}
+		out[i]["m.thread"] = threadAggregation{
+			LatestEvent:  byNID[t.latest.LatestNID],
+			Count:        t.count,
+			Participated: t.participated || p.Sender == user,
+		}
+	}
+	return nil
+}
+
+func (e *Engine) aggregateEdits(ctx context.Context, ignored map[string]bool, roomNID int64, parents []*Event, editable []string, out []map[string]any) error {
+	if len(editable) == 0 {
+		return nil
+	}
+	cands, err := e.store.EditCandidates(ctx, roomNID, editable, editCandidates)
+	if err != nil {
+		return err
+	}
+	byParent := map[string][]storage.Edit{}
+	var nids []int64
+	for _, c := range cands {
+		byParent[c.ParentID] = append(byParent[c.ParentID], c)
+		nids = append(nids, c.NID)
+	}
+	if len(nids) == 0 {
+		return nil
+	}
+	evs, err := e.eventsByNID(ctx, e.db.Read(), nil, nids)
+	if err != nil {
+		return err
+	}
+	for i, p := range parents {
+		var valid []storage.Edit
+		for _, c := range byParent[p.EventID] {
+			if c.Sender == p.Sender && c.Type == p.Type && !ignored[c.Sender] && p.RedactedBy == nil && validEdit(evs[c.NID]) {
+				valid = append(valid, c)
+			}
+		}
+		if len(valid) == 0 {
+			continue
+		}
+		newest := slices.MaxFunc(valid, func(a, b storage.Edit) int {
+			if a.OriginTS != b.OriginTS {
+				return cmpInt(a.OriginTS, b.OriginTS)
+			}
+			return strings.Compare(a.EventID, b.EventID)
+		})
+		rendered, err := e.render(ctx, evs[newest.NID], "", FormatOptions{NoBundle: true})
+		if err != nil {
+			return err
+		}
+		out[i]["m.replace"] = rendered
+	}
+	return nil
+}
+
+// validEdit checks what the spec asks of a replacement event itself: it
+// carries m.new_content (an encrypted one carries it in its ciphertext).
+func validEdit(ev *Event) bool {
+	if ev == nil || ev.IsState() {
+		return false
+	}
+	if ev.Type == "m.room.encrypted" {
+		return true
+	}
+	return gjson.GetBytes(ev.PDU.Content, `m\.new_content`).IsObject()
+}
+
+// comparePos orders topological positions.
+func comparePos(d1, s1, d2, s2 int64) int {
+	if d1 != d2 {
+		return cmpInt(d1, d2)
+	}
+	return cmpInt(s1, s2)
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func deref2(p *string) string {
@@ -88,29 +281,4 @@ func deref2(p *string) string {
 		return ""
 	}
 	return *p
-}
-
-// relatedTo loads accepted timeline events relating to the given events,
-// excluding redacted ones.
-func (e *Engine) relatedTo(ctx context.Context, ids []string) (map[string][]*Event, error) {
-	rows, err := e.store.RelatedEvents(ctx, ids)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string][]*Event{}
-	for _, row := range rows {
-		if row.RedactedBy != nil || row.Status != storage.EventAccepted || row.StreamPos == nil {
-			continue
-		}
-		m, err := e.metaByNID(ctx, e.db.Read(), row.RoomNID)
-		if err != nil {
-			return nil, err
-		}
-		ev, err := fromRow(row, m.Version, m.ID)
-		if err != nil {
-			return nil, err
-		}
-		out[*row.RelatesTo] = append(out[*row.RelatesTo], ev)
-	}
-	return out, nil
 }

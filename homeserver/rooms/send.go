@@ -3,7 +3,6 @@ package rooms
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"strings"
 	"unicode/utf8"
 
@@ -34,12 +33,39 @@ const (
 
 // ValidRoomID reports whether s has the shape of a room ID.
 func ValidRoomID(s string) bool {
-	return len(s) > 1 && len(s) <= 255 && s[0] == '!' && utf8.ValidString(s) && !strings.ContainsAny(s, " \t\n")
+	return len(s) > 1 && len(s) <= 255 && s[0] == '!' && printable(s)
 }
 
 // ValidEventID reports whether s has the shape of an event ID.
 func ValidEventID(s string) bool {
-	return len(s) > 1 && len(s) <= 255 && s[0] == '$' && utf8.ValidString(s) && !strings.ContainsAny(s, " \t\n")
+	return len(s) > 1 && len(s) <= 255 && s[0] == '$' && printable(s)
+}
+
+// printable reports whether s is valid UTF-8 without spaces or control
+// characters (NUL among them, which PostgreSQL cannot store in text).
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// noControl reports whether s is valid UTF-8 without control characters.
+func noControl(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < ' ' || r == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // ValidUserID reports whether s is a syntactically valid user ID.
@@ -56,21 +82,21 @@ func ValidUserID(s string) bool {
 			return false
 		}
 	}
-	return !strings.ContainsAny(server, " /\\@")
+	return printable(server) && !strings.ContainsAny(server, "/\\@")
 }
 
 func validateSend(p SendParams) error {
 	if !ValidRoomID(p.RoomID) {
 		return mxerr.InvalidParam("%q is not a valid room ID", p.RoomID)
 	}
-	if p.Type == "" || len(p.Type) > maxTypeBytes {
-		return mxerr.InvalidParam("Event type must be 1–%d bytes", maxTypeBytes)
+	if p.Type == "" || len(p.Type) > maxTypeBytes || !noControl(p.Type) {
+		return mxerr.InvalidParam("Event type must be 1–%d bytes without control characters", maxTypeBytes)
 	}
-	if p.StateKey != nil && len(*p.StateKey) > maxStateKeyBytes {
-		return mxerr.InvalidParam("State key is longer than %d bytes", maxStateKeyBytes)
+	if p.StateKey != nil && (len(*p.StateKey) > maxStateKeyBytes || !noControl(*p.StateKey)) {
+		return mxerr.InvalidParam("State key must be at most %d bytes without control characters", maxStateKeyBytes)
 	}
-	if len(p.TxnID) > maxTxnIDBytes {
-		return mxerr.InvalidParam("Transaction ID is longer than %d bytes", maxTxnIDBytes)
+	if len(p.TxnID) > maxTxnIDBytes || !noControl(p.TxnID) {
+		return mxerr.InvalidParam("Transaction ID must be at most %d bytes without control characters", maxTxnIDBytes)
 	}
 	if len(p.Content) > MaxEventBytes {
 		return mxerr.TooLarge("Event is larger than %d bytes", MaxEventBytes)
@@ -106,6 +132,11 @@ func (e *Engine) Send(ctx context.Context, p SendParams) (string, error) {
 	}
 	if err := e.checkContent(ctx, m, proto); err != nil {
 		return "", err
+	}
+	if p.StateKey == nil {
+		if err := e.checkRelation(ctx, m, p.Sender, content); err != nil {
+			return "", err
+		}
 	}
 	if p.Type == "m.room.redaction" {
 		target := gjson.GetBytes(content, "redacts").String()
@@ -254,4 +285,34 @@ func ValidAlias(s string) bool {
 
 func ptr[T any](v T) *T { return &v }
 
-var _ = fmt.Sprintf
+// checkRelation enforces the server-side rules on relations: a thread
+// cannot start from an event that is itself a relation (or in a thread),
+// and a user may not annotate an event twice with the same key.
+func (e *Engine) checkRelation(ctx context.Context, m *roomMeta, sender string, content []byte) error {
+	parent, relType := relation(content)
+	if parent == "" {
+		return nil
+	}
+	switch relType {
+	case "m.thread":
+		ev, err := e.eventByID(ctx, parent)
+		if err != nil || ev.RoomNID != m.NID {
+			return nil
+		}
+		if ev.RelatesTo != nil {
+			return mxerr.Custom(400, "M_UNKNOWN", "Cannot start a thread from an event that has a relation")
+		}
+	case "m.annotation":
+		key := gjson.GetBytes(content, `m\.relates_to.key`).String()
+		existing, err := e.store.AnnotationsBySender(ctx, parent, sender)
+		if err != nil {
+			return err
+		}
+		for _, raw := range existing {
+			if gjson.GetBytes(raw, `content.m\.relates_to.key`).String() == key {
+				return mxerr.Custom(400, "M_DUPLICATE_ANNOTATION", "You already annotated this event with %q", key)
+			}
+		}
+	}
+	return nil
+}

@@ -42,10 +42,7 @@ func (e *Engine) newViewer(ctx context.Context, user string, m *roomMeta) (*view
 		return nil, err
 	}
 	if v.memKey != 0 {
-		err := e.db.Read().QueryRow(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM events
-			WHERE type = 'm.room.member' AND state_key = $1 AND room_nid = $2 AND membership = 'join' AND stream_pos IS NOT NULL`,
-			user, m.NID).Scan(&v.lastJoin)
-		if err != nil {
+		if v.lastJoin, err = e.store.LatestJoinPos(ctx, m.NID, user); err != nil {
 			return nil, err
 		}
 	}
@@ -127,6 +124,11 @@ func (v *viewer) allowed(ev *Event) (bool, string, error) {
 	if err != nil {
 		return false, "", err
 	}
+	if ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == v.user {
+		// Users always see their own membership events (an invite before
+		// joining, a kick after leaving), as Synapse does.
+		return true, membership, nil
+	}
 	for _, hs := range hvs {
 		hv, err := v.visibilityAt(hs)
 		if err != nil {
@@ -147,21 +149,4 @@ func (v *viewer) allowed(ev *Event) (bool, string, error) {
 		}
 	}
 	return false, membership, nil
-}
-
-// filter keeps the events the user may see, with their memberships.
-func (v *viewer) filter(events []*Event) ([]*Event, []string, error) {
-	out := events[:0:0]
-	var mems []string
-	for _, ev := range events {
-		ok, mem, err := v.allowed(ev)
-		if err != nil {
-			return nil, nil, err
-		}
-		if ok {
-			out = append(out, ev)
-			mems = append(mems, mem)
-		}
-	}
-	return out, mems, nil
 }

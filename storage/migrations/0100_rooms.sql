@@ -9,6 +9,8 @@ CREATE TABLE rooms (
     -- the newest event persisted: caches of the room's head are valid
     -- while it has not changed
     last_event BIGINT NOT NULL DEFAULT 0,
+    -- its stream position: sync finds rooms with news without scanning
+    last_stream BIGINT NOT NULL DEFAULT 0,
     published  BOOLEAN NOT NULL DEFAULT FALSE,
     created_ts BIGINT NOT NULL
 );
