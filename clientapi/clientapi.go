@@ -14,8 +14,11 @@ import (
 
 	"github.com/parley-chat/parley/e2ee"
 	"github.com/parley-chat/parley/homeserver/accounts"
+	"github.com/parley-chat/parley/homeserver/presence"
 	"github.com/parley-chat/parley/homeserver/ratelimit"
+	"github.com/parley-chat/parley/homeserver/receipts"
 	"github.com/parley-chat/parley/homeserver/rooms"
+	"github.com/parley-chat/parley/homeserver/typing"
 	"github.com/parley-chat/parley/internal/httpapi"
 	"github.com/parley-chat/parley/internal/mxerr"
 )
@@ -40,6 +43,9 @@ type Deps struct {
 	Limits   *ratelimit.Limiter
 	Keys     *e2ee.Engine
 	Rooms    *rooms.Engine
+	Receipts *receipts.Engine
+	Typing   *typing.Engine
+	Presence *presence.Engine
 }
 
 // API is the client-server API.
@@ -91,6 +97,9 @@ func (a *API) auth(h authed) http.Handler {
 			return err
 		}
 		r = r.WithContext(context.WithValue(r.Context(), deviceKey, d))
+		if a.deps.Presence != nil && !strings.HasSuffix(r.URL.Path, "/sync") { // a sync reports its set_presence itself
+			a.deps.Presence.Touch(d.UserID)
+		}
 		return h(w, r, d)
 	})
 }
@@ -155,6 +164,7 @@ func (a *API) Routes(r *mux.Router) {
 	a.keysUnstableRoutes(r)
 	if a.deps.Rooms != nil {
 		a.roomRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
+		a.ephemeralRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 		a.roomExtraRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"), httpapi.NewGroup(r, "/_matrix/client/v1"))
 	}
 	v1 := httpapi.NewGroup(r, "/_matrix/client/v1")
