@@ -18,6 +18,7 @@ import (
 	"github.com/parley-chat/parley/homeserver/ratelimit"
 	"github.com/parley-chat/parley/homeserver/receipts"
 	"github.com/parley-chat/parley/homeserver/rooms"
+	syncengine "github.com/parley-chat/parley/homeserver/sync"
 	"github.com/parley-chat/parley/homeserver/typing"
 	"github.com/parley-chat/parley/internal/httpapi"
 	"github.com/parley-chat/parley/internal/mxerr"
@@ -46,6 +47,7 @@ type Deps struct {
 	Receipts *receipts.Engine
 	Typing   *typing.Engine
 	Presence *presence.Engine
+	Sync     *syncengine.Engine
 }
 
 // API is the client-server API.
@@ -166,6 +168,7 @@ func (a *API) Routes(r *mux.Router) {
 		a.roomRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 		a.ephemeralRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 		a.roomExtraRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"), httpapi.NewGroup(r, "/_matrix/client/v1"))
+		a.syncRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 	}
 	v1 := httpapi.NewGroup(r, "/_matrix/client/v1")
 	v1.Handle(http.MethodPost, "/login/get_token", a.noGuests(a.getLoginToken))

@@ -38,6 +38,7 @@ import (
 	"github.com/parley-chat/parley/homeserver/ratelimit"
 	"github.com/parley-chat/parley/homeserver/receipts"
 	"github.com/parley-chat/parley/homeserver/rooms"
+	syncengine "github.com/parley-chat/parley/homeserver/sync"
 	"github.com/parley-chat/parley/homeserver/typing"
 	"github.com/parley-chat/parley/internal/httpapi"
 	"github.com/parley-chat/parley/storage"
@@ -67,6 +68,7 @@ type Server struct {
 	typing   *typing.Engine
 	presence *presence.Engine
 	push     *push.Engine
+	syncer   *syncengine.Engine
 	limiter  *ratelimit.Limiter
 	client   *clientapi.API
 
@@ -149,8 +151,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (s *Server, 
 		s.wireNotifier,
 		s.wireEphemeral,
 		s.wirePush,
-		s.wireSync,
 		s.wireE2EE,
+		s.wireSync,
 		s.wireMedia,
 		s.wireFederation,
 	} {
@@ -228,7 +230,7 @@ func (s *Server) buildHTTP() http.Handler {
 		Logger:    s.log,
 		Metrics:   httpapi.NewMetrics(s.reg),
 		MaxBody:   s.cfg.MaxRequestBytes,
-		Unlimited: []string{"/_matrix/media/"},
+		Unlimited: []string{"/_matrix/media/", "/_matrix/client/v1/media/"},
 		Proxies:   proxies,
 	}
 	return stack.Handler(r)

@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -29,6 +30,9 @@ import (
 
 // binary is the parley binary TestMain builds.
 var binary string
+
+// raceSeen records that some server's log reported a data race.
+var raceSeen atomic.Bool
 
 // Main builds the binary, runs the tests, and stops shared servers.
 func Main(m *testing.M) int {
@@ -57,6 +61,10 @@ func Main(m *testing.M) int {
 		s.stop()
 	}
 	sharedMu.Unlock()
+	if raceSeen.Load() && code == 0 {
+		fmt.Fprintln(os.Stderr, "sytest: a server reported a data race")
+		code = 1
+	}
 	return code
 }
 
@@ -140,6 +148,7 @@ type Server struct {
 	cmd      *exec.Cmd
 	logPath  string
 	dropDB   func()
+	ownsData bool
 	exited   chan struct{}
 	stopOnce sync.Once
 }
@@ -228,7 +237,7 @@ func newServer(t testing.TB, o Options) *Server {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.DataDir = dir
+		s.DataDir, s.ownsData = dir, true
 	}
 	if s.Database == "" {
 		if o.Dialect == "postgres" {
@@ -243,6 +252,19 @@ func newServer(t testing.TB, o Options) *Server {
 }
 
 func (s *Server) launch(t testing.TB) {
+	t.Helper()
+	// A free port found here can be taken by someone else before the
+	// server binds it: try again with another.
+	for attempt := 0; ; attempt++ {
+		if s.launchOnce(t, attempt < 3) {
+			return
+		}
+	}
+}
+
+// launchOnce starts the process; with retry set it reports a lost port
+// race (false) instead of failing.
+func (s *Server) launchOnce(t testing.TB, retry bool) bool {
 	t.Helper()
 	addr, err := freePort()
 	if err != nil {
@@ -279,11 +301,14 @@ func (s *Server) launch(t testing.TB) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return true
 			}
 		}
 		select {
 		case <-s.exited:
+			if retry && strings.Contains(s.LogTail(4000), "address already in use") {
+				return false
+			}
 			t.Fatalf("parley exited during start:\n%s", s.LogTail(4000))
 		default:
 		}
@@ -358,13 +383,22 @@ func (s *Server) stop() {
 				}
 			}
 		}
+		if log := s.Log(); strings.Contains(log, "WARNING: DATA RACE") {
+			fmt.Fprintf(os.Stderr, "--- DATA RACE in %s (%s) ---\n%s\n", s.URL, s.Dialect, log)
+			raceSeen.Store(true)
+			if tt, ok := s.t.(*testing.T); ok {
+				tt.Errorf("the server reported a data race")
+			}
+		}
 		if tt, ok := s.t.(*testing.T); ok && tt.Failed() {
 			fmt.Fprintf(os.Stderr, "--- log of %s (%s) ---\n%s\n", s.URL, s.Dialect, s.LogTail(20000))
 		}
 		if s.dropDB != nil {
 			s.dropDB()
 		}
-		_ = os.RemoveAll(s.DataDir)
+		if s.ownsData {
+			_ = os.RemoveAll(s.DataDir)
+		}
 	})
 }
 

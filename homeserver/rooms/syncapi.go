@@ -78,3 +78,12 @@ func (e *Engine) UsersShareRoom(ctx context.Context, a, b string) (bool, error) 
 	}
 	return false, nil
 }
+
+// Forgotten reports whether the user forgot a room.
+func (e *Engine) Forgotten(ctx context.Context, userID, roomID string) (bool, error) {
+	m, err := e.meta(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	return e.store.Forgotten(ctx, userID, m.NID)
+}

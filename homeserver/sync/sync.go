@@ -1,0 +1,221 @@
+// Package sync is the sync engine: it answers GET /sync (and feeds the
+// WebSocket gateway) with everything that changed for a user and device
+// since a token, long-polling until something does.
+//
+//	Sync(req) ─► positions now ─► build response for (since, now]
+//	                 ▲                       │ empty?
+//	                 │   notifier.Wait(gen) ◄┘ yes, and timeout left
+//	                 └───────── woken ────────┘
+//
+// A response is built from independent streams — room events (timeline,
+// state, membership), account data, receipts, typing, presence, to-device
+// messages and device lists — each read up to the position taken at the
+// start, so that the next token never skips anything committed.
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/parley-chat/parley/e2ee"
+	"github.com/parley-chat/parley/homeserver/accounts"
+	"github.com/parley-chat/parley/homeserver/filter"
+	"github.com/parley-chat/parley/homeserver/notifier"
+	"github.com/parley-chat/parley/homeserver/rooms"
+	"github.com/parley-chat/parley/internal/mxerr"
+	"github.com/parley-chat/parley/storage"
+)
+
+// Receipts is what sync reads of read and delivery receipts.
+type Receipts interface {
+	Position(ctx context.Context) (int64, error)
+	Since(ctx context.Context, forUser string, roomIDs []string, from, to int64) (map[string]json.RawMessage, error)
+	Current(ctx context.Context, forUser string, roomIDs []string) (map[string]json.RawMessage, error)
+}
+
+// Typing is what sync reads of typing notifications.
+type Typing interface {
+	Position() int64
+	Since(roomIDs []string, since int64) map[string][]string
+	Current(roomIDs []string) map[string][]string
+}
+
+// Presence is what sync reads and records of presence.
+type Presence interface {
+	Position() int64
+	Since(ctx context.Context, forUser string, since int64) ([]json.RawMessage, error)
+	SyncActivity(user string, setPresence string)
+	Enabled() bool
+}
+
+// RoomCounts are a room's unread counts.
+type RoomCounts struct {
+	Notification, Highlight int
+	Threads                 map[string]ThreadCounts
+}
+
+// ThreadCounts are a thread's unread counts.
+type ThreadCounts struct{ Notification, Highlight int }
+
+// Counts gives unread notification counts.
+type Counts interface {
+	Counts(ctx context.Context, user string, roomIDs []string, threads bool) (map[string]RoomCounts, error)
+}
+
+// Keys is what sync reads of end-to-end encryption.
+type Keys interface {
+	CurrentPositions(ctx context.Context) (map[string]int64, error)
+	ToDeviceSince(ctx context.Context, userID, deviceID string, since, limit int64) ([]e2ee.ToDeviceMessage, int64, error)
+	AckToDevice(ctx context.Context, userID, deviceID string, upTo int64) error
+	OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error)
+	UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error)
+	DeviceListChanges(ctx context.Context, userID string, from, to int64, delta e2ee.MembershipDelta) (changed, left []string, err error)
+}
+
+// PushRules gives a user's push rules as the m.push_rules account data
+// content (the server's defaults for users who never changed them).
+type PushRules interface {
+	AccountDataContent(ctx context.Context, user string) (json.RawMessage, error)
+}
+
+// Deps are the engines sync reads; any but Rooms, Accounts and Notifier
+// may be nil.
+type Deps struct {
+	DB        *storage.DB
+	Rooms     *rooms.Engine
+	Accounts  *accounts.Engine
+	Notifier  *notifier.Notifier
+	Receipts  Receipts
+	Typing    Typing
+	Presence  Presence
+	Counts    Counts
+	Keys      Keys
+	PushRules PushRules
+}
+
+// Engine is the sync engine.
+type Engine struct {
+	d   Deps
+	log *slog.Logger
+}
+
+// New builds the engine.
+func New(d Deps, log *slog.Logger) *Engine { return &Engine{d: d, log: log} }
+
+// Limits of a sync request.
+const (
+	DefaultTimelineLimit = 10
+	MaxTimelineLimit     = 500
+	MaxTimeout           = 5 * time.Minute
+	toDeviceLimit        = 100
+	// presenceRefresh is how often a waiting sync renews presence.
+	presenceRefresh = time.Minute
+)
+
+// Request is one sync request.
+type Request struct {
+	UserID, DeviceID string
+	Since            *Token
+	Timeout          time.Duration
+	FullState        bool
+	SetPresence      string
+	Filter           *filter.Filter
+	UseStateAfter    bool
+}
+
+// ResolveFilter reads the filter parameter: inline JSON or a stored ID.
+func (e *Engine) ResolveFilter(ctx context.Context, userID, param string) (*filter.Filter, error) {
+	if param == "" {
+		return &filter.Filter{}, nil
+	}
+	if param[0] == '{' {
+		f, err := filter.Parse([]byte(param))
+		if err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
+	raw, err := e.d.Accounts.Filter(ctx, userID, param)
+	if err != nil {
+		if mxerr.IsCode(err, "M_NOT_FOUND") {
+			return nil, mxerr.InvalidParam("Unknown filter %q", param)
+		}
+		return nil, err
+	}
+	return filter.Parse(raw)
+}
+
+// Sync answers a sync request, waiting up to its timeout for news when
+// there is none.
+func (e *Engine) Sync(ctx context.Context, req Request) (*Response, error) {
+	if req.Filter == nil {
+		req.Filter = &filter.Filter{}
+	}
+	if e.d.Presence != nil {
+		e.d.Presence.SyncActivity(req.UserID, req.SetPresence)
+	}
+	if req.Since != nil && e.d.Keys != nil && req.DeviceID != "" {
+		// Coming back with this token proves the device got everything
+		// up to it: only now may those to-device messages go.
+		if err := e.d.Keys.AckToDevice(ctx, req.UserID, req.DeviceID, req.Since.ToDevice); err != nil {
+			return nil, err
+		}
+	}
+	deadline := time.Now().Add(min(req.Timeout, MaxTimeout))
+	for {
+		gen := e.d.Notifier.Generation(req.UserID)
+		resp, err := e.build(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		remaining := time.Until(deadline)
+		if req.Since == nil || !resp.empty() || remaining <= 0 || req.FullState {
+			return resp, nil
+		}
+		// Wait in slices so that a long wait keeps the user present.
+		if !e.d.Notifier.Wait(ctx, req.UserID, gen, min(remaining, presenceRefresh)) {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if time.Until(deadline) <= 0 {
+				return resp, nil
+			}
+			if e.d.Presence != nil {
+				e.d.Presence.SyncActivity(req.UserID, req.SetPresence)
+			}
+		}
+	}
+}
+
+// positions reads every stream's current position.
+func (e *Engine) positions(ctx context.Context) (Token, error) {
+	var t Token
+	var err error
+	if t.Events, err = e.d.Rooms.StreamPosition(ctx); err != nil {
+		return t, err
+	}
+	if t.AccountData, err = e.d.DB.StreamPos(ctx, storage.AccountDataStream); err != nil {
+		return t, err
+	}
+	if e.d.Receipts != nil {
+		if t.Receipts, err = e.d.Receipts.Position(ctx); err != nil {
+			return t, err
+		}
+	}
+	if e.d.Keys != nil {
+		ps, err := e.d.Keys.CurrentPositions(ctx)
+		if err != nil {
+			return t, err
+		}
+		t.ToDevice, t.DeviceLists = ps[storage.ToDeviceStream], ps[storage.DeviceListsStream]
+	}
+	if e.d.Typing != nil {
+		t.Typing = e.d.Typing.Position()
+	}
+	if e.d.Presence != nil {
+		t.Presence = e.d.Presence.Position()
+	}
+	return t, nil
+}
