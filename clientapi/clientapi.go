@@ -15,6 +15,7 @@ import (
 	"github.com/parley-chat/parley/e2ee"
 	"github.com/parley-chat/parley/homeserver/accounts"
 	"github.com/parley-chat/parley/homeserver/presence"
+	"github.com/parley-chat/parley/homeserver/push"
 	"github.com/parley-chat/parley/homeserver/ratelimit"
 	"github.com/parley-chat/parley/homeserver/receipts"
 	"github.com/parley-chat/parley/homeserver/rooms"
@@ -47,6 +48,7 @@ type Deps struct {
 	Receipts *receipts.Engine
 	Typing   *typing.Engine
 	Presence *presence.Engine
+	Push     *push.Engine
 	Sync     *syncengine.Engine
 }
 
@@ -167,6 +169,7 @@ func (a *API) Routes(r *mux.Router) {
 	if a.deps.Rooms != nil {
 		a.roomRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 		a.ephemeralRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
+		a.pushRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 		a.roomExtraRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"), httpapi.NewGroup(r, "/_matrix/client/v1"))
 		a.syncRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 	}

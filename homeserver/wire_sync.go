@@ -17,6 +17,10 @@ func (s *Server) wireSync() error {
 	if s.presence != nil {
 		d.Presence = s.presence
 	}
+	if s.push != nil {
+		d.Counts = pushCounts{s.push}
+		d.PushRules = s.push
+	}
 	if s.deps.Keys != nil {
 		d.Keys = s.deps.Keys
 	}

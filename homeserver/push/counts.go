@@ -1,0 +1,272 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+
+	"github.com/parley-chat/parley/homeserver/rooms"
+	"github.com/parley-chat/parley/internal/mxerr"
+	"github.com/parley-chat/parley/storage"
+)
+
+// RoomCounts are a room's unread counts for one user.
+type RoomCounts struct {
+	Notification, Highlight int
+	// Threads holds per-thread counts when asked for; nil otherwise.
+	Threads map[string]ThreadCounts
+}
+
+// ThreadCounts are one thread's unread counts.
+type ThreadCounts struct{ Notification, Highlight int }
+
+// Counts returns the counts of each room (rooms with nothing unread may be omitted).
+// With threads false, thread counts are folded into the room's.
+//
+// With threads true, a room's own counts are its main timeline's and
+// Threads has the counts of each thread (by root event ID) that has any.
+func (e *Engine) Counts(ctx context.Context, user string, roomIDs []string, threads bool) (map[string]RoomCounts, error) {
+	out := map[string]RoomCounts{}
+	rd := newReads(e, user)
+	seen := make(map[string]bool, len(roomIDs))
+	want := make([]storage.PushAfter, 0, len(roomIDs))
+	for _, r := range roomIDs {
+		if seen[r] {
+			continue
+		}
+		seen[r] = true
+		u, err := rd.unthreaded(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		want = append(want, storage.PushAfter{RoomID: r, After: u})
+	}
+	first, err := e.store.PushCountsAfter(ctx, user, want)
+	if err != nil || len(first) == 0 {
+		return out, err
+	}
+	var withRows []string
+	inRows := map[string]bool{}
+	for _, c := range first {
+		if !inRows[c.RoomID] {
+			inRows[c.RoomID] = true
+			withRows = append(withRows, c.RoomID)
+		}
+	}
+	if err := rd.loadOwn(ctx, withRows); err != nil {
+		return nil, err
+	}
+	// A thread whose own receipt (or the user's own event) is ahead of
+	// the unthreaded receipt is counted again from there.
+	final := make([]storage.PushCount, 0, len(first))
+	var recount []storage.PushAfter
+	for _, c := range first {
+		upTo, err := rd.upTo(ctx, c.RoomID, c.ThreadID)
+		if err != nil {
+			return nil, err
+		}
+		if upTo > rd.unthr[c.RoomID] {
+			recount = append(recount, storage.PushAfter{RoomID: c.RoomID, ThreadID: c.ThreadID, After: upTo})
+			continue
+		}
+		final = append(final, c)
+	}
+	if len(recount) > 0 {
+		second, err := e.store.PushCountsInThreads(ctx, user, recount)
+		if err != nil {
+			return nil, err
+		}
+		final = append(final, second...)
+	}
+	for _, c := range final {
+		if c.Notifications == 0 {
+			continue
+		}
+		rc := out[c.RoomID]
+		if threads && c.ThreadID != mainThread {
+			if rc.Threads == nil {
+				rc.Threads = map[string]ThreadCounts{}
+			}
+			rc.Threads[c.ThreadID] = ThreadCounts{Notification: c.Notifications, Highlight: c.Highlight}
+		} else {
+			rc.Notification += c.Notifications
+			rc.Highlight += c.Highlight
+		}
+		out[c.RoomID] = rc
+	}
+	return out, nil
+}
+
+// reads works out, and remembers for one request, where a user has read
+// up to: receipts, and the user's own newest events.
+type reads struct {
+	e     *Engine
+	user  string
+	unthr map[string]int64
+	thr   map[[2]string]int64
+	own   map[[2]string]int64
+}
+
+func newReads(e *Engine, user string) *reads {
+	return &reads{e: e, user: user, unthr: map[string]int64{}, thr: map[[2]string]int64{}, own: map[[2]string]int64{}}
+}
+
+// unthreaded is the position of the room's unthreaded receipt.
+func (r *reads) unthreaded(ctx context.Context, roomID string) (int64, error) {
+	if v, ok := r.unthr[roomID]; ok {
+		return v, nil
+	}
+	var v int64
+	if r.e.receipts != nil {
+		var err error
+		if v, err = r.e.receipts.ReadUpTo(ctx, r.user, roomID, ""); err != nil {
+			return 0, err
+		}
+	}
+	r.unthr[roomID] = v
+	return v, nil
+}
+
+// loadOwn reads the user's own newest events in rooms.
+func (r *reads) loadOwn(ctx context.Context, roomIDs []string) error {
+	if len(roomIDs) == 0 {
+		return nil
+	}
+	own, err := r.e.store.OwnReadsGet(ctx, r.user, roomIDs)
+	if err != nil {
+		return err
+	}
+	for _, o := range own {
+		r.own[[2]string{o.RoomID, o.ThreadID}] = o.StreamPos
+	}
+	return nil
+}
+
+// upTo is how far the user has read in a room's thread: the furthest of
+// the unthreaded receipt, the thread's receipt and their own last event
+// in the thread (call loadOwn for the room first).
+func (r *reads) upTo(ctx context.Context, roomID, threadID string) (int64, error) {
+	u, err := r.unthreaded(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	k := [2]string{roomID, threadID}
+	t, ok := r.thr[k]
+	if !ok {
+		if r.e.receipts != nil {
+			if t, err = r.e.receipts.ReadUpTo(ctx, r.user, roomID, threadID); err != nil {
+				return 0, err
+			}
+		}
+		r.thr[k] = t
+	}
+	return max(u, t, r.own[k]), nil
+}
+
+// Limits of GET /notifications.
+const (
+	DefaultNotificationsLimit = 20
+	MaxNotificationsLimit     = 100
+)
+
+// NotificationsQuery is GET /notifications' parameters.
+type NotificationsQuery struct {
+	// From is a next_token of an earlier page ("": the newest).
+	From string
+	// Limit is the page size (0: the default; at most MaxNotificationsLimit).
+	Limit int
+	// Only "highlight" keeps highlighted notifications only.
+	Only string
+}
+
+// Notification is one entry of GET /notifications.
+type Notification struct {
+	Actions    json.RawMessage    `json:"actions"`
+	Event      *rooms.ClientEvent `json:"event"`
+	ProfileTag string             `json:"profile_tag,omitempty"`
+	Read       bool               `json:"read"`
+	RoomID     string             `json:"room_id"`
+	TS         int64              `json:"ts"`
+}
+
+// NotificationsPage is GET /notifications' answer.
+type NotificationsPage struct {
+	NextToken     string         `json:"next_token,omitempty"`
+	Notifications []Notification `json:"notifications"`
+}
+
+// maxNotificationScans bounds how many rows one page looks at when
+// many are left out (events the user can no longer see).
+const maxNotificationScans = 4
+
+// Notifications lists the events a user was notified about, newest
+// first. Events the user can no longer see (history visibility, ignored
+// senders) are left out; a page may then come back short, with a
+// next_token if there may be more.
+func (e *Engine) Notifications(ctx context.Context, who rooms.Requester, q NotificationsQuery) (*NotificationsPage, error) {
+	var before int64
+	if q.From != "" {
+		v, err := strconv.ParseInt(q.From, 10, 64)
+		if err != nil || v <= 0 {
+			return nil, mxerr.InvalidParam("from is not a token this endpoint gave")
+		}
+		before = v
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = DefaultNotificationsLimit
+	}
+	limit = min(limit, MaxNotificationsLimit)
+	page := &NotificationsPage{Notifications: []Notification{}}
+	rd := newReads(e, who.UserID)
+	for scan := 0; scan < maxNotificationScans && len(page.Notifications) < limit; scan++ {
+		want := limit - len(page.Notifications)
+		rows, err := e.store.NotificationsPage(ctx, who.UserID, before, want, q.Only == "highlight")
+		if err != nil {
+			return nil, err
+		}
+		if err := e.appendNotifications(ctx, who, rd, rows, page); err != nil {
+			return nil, err
+		}
+		if len(rows) < want {
+			page.NextToken = ""
+			return page, nil
+		}
+		before = rows[len(rows)-1].StreamPos
+		page.NextToken = strconv.FormatInt(before, 10)
+	}
+	return page, nil
+}
+
+// appendNotifications renders rows the user can still see into page.
+func (e *Engine) appendNotifications(ctx context.Context, who rooms.Requester, rd *reads, rows []storage.PushAction, page *NotificationsPage) error {
+	var roomIDs []string
+	seen := map[string]bool{}
+	for _, row := range rows {
+		if !seen[row.RoomID] {
+			seen[row.RoomID] = true
+			roomIDs = append(roomIDs, row.RoomID)
+		}
+	}
+	if err := rd.loadOwn(ctx, roomIDs); err != nil {
+		return err
+	}
+	for _, row := range rows {
+		ev, err := e.rooms.Event(ctx, who, row.RoomID, row.EventID)
+		if mxerr.IsCode(err, "M_NOT_FOUND") {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		ev.RoomID = "" // the spec's format here is the event without room_id
+		upTo, err := rd.upTo(ctx, row.RoomID, row.ThreadID)
+		if err != nil {
+			return err
+		}
+		page.Notifications = append(page.Notifications, Notification{
+			Actions: json.RawMessage(row.Actions), Event: ev, Read: row.StreamPos <= upTo, RoomID: row.RoomID, TS: row.TS,
+		})
+	}
+	return nil
+}

@@ -1,0 +1,307 @@
+package push
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parley-chat/parley/homeserver/rooms"
+	"github.com/parley-chat/parley/storage"
+	"github.com/parley-chat/parley/storage/storagetest"
+)
+
+// fakeReceipts is a receipts engine: positions set by the test.
+type fakeReceipts struct {
+	mu  sync.Mutex
+	pos map[[3]string]int64
+}
+
+func (f *fakeReceipts) ReadUpTo(_ context.Context, user, roomID, threadID string) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pos[[3]string{user, roomID, threadID}], nil
+}
+
+func (f *fakeReceipts) set(user, roomID, threadID string, pos int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pos[[3]string{user, roomID, threadID}] = pos
+}
+
+// env is a room engine wired to a push engine, as the server wires them.
+type env struct {
+	rooms    *rooms.Engine
+	push     *Engine
+	receipts *fakeReceipts
+	ad       *fakeAccountData
+
+	mu     sync.Mutex
+	pos    map[string]int64 // event ID → stream position
+	events map[string]*rooms.Event
+}
+
+const server = "local.test"
+
+func newEnv(t testing.TB, db *storage.DB) *env { return newEnvHooked(t, db, true) }
+
+// newEnvHooked builds an env, with push evaluation hooked in or not (a
+// benchmark's baseline).
+func newEnvHooked(t testing.TB, db *storage.DB, push bool) *env {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := rooms.New(rooms.Config{ServerName: server, Signer: &rooms.Signer{ServerName: server, KeyID: "ed25519:test", Key: priv}}, db, quietLog())
+	en := &env{rooms: re, receipts: &fakeReceipts{pos: map[[3]string]int64{}}, ad: &fakeAccountData{}, pos: map[string]int64{},
+		events: map[string]*rooms.Event{}}
+	en.push = New(Config{}, db, re, en.ad, quietLog())
+	en.push.SetReceipts(en.receipts)
+	var inTx func(context.Context, *storage.Tx, *storage.Batch, []*rooms.Event) error
+	if push {
+		inTx = en.push.OnEvents
+	}
+	re.SetHooks(rooms.Hooks{
+		InTx: inTx,
+		Persisted: func(evs []*rooms.Event) {
+			en.mu.Lock()
+			defer en.mu.Unlock()
+			for _, ev := range evs {
+				if ev.StreamPos != nil {
+					en.pos[ev.EventID] = *ev.StreamPos
+				}
+				en.events[ev.EventID] = ev
+			}
+		},
+	})
+	if err := re.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(re.Stop)
+	return en
+}
+
+func (en *env) streamPos(t testing.TB, eventID string) int64 {
+	t.Helper()
+	en.mu.Lock()
+	defer en.mu.Unlock()
+	p, ok := en.pos[eventID]
+	if !ok {
+		t.Fatalf("no position for %s", eventID)
+	}
+	return p
+}
+
+func (en *env) send(t testing.TB, room, sender, typ string, content any) string {
+	t.Helper()
+	b, _ := json.Marshal(content)
+	id, err := en.rooms.Send(context.Background(), rooms.SendParams{RoomID: room, Sender: sender, Type: typ, Content: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func (en *env) counts(t testing.TB, user, room string, threads bool) RoomCounts {
+	t.Helper()
+	c, err := en.push.Counts(context.Background(), user, []string{room}, threads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c[room]
+}
+
+// TestFlow runs the contract the sync engine relies on, through real
+// event persistence.
+func TestFlow(t *testing.T) {
+	storagetest.ForEach(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		en := newEnv(t, db)
+		alice, bob, carol := "@alice:"+server, "@bob:"+server, "@carol:"+server
+		check := func(name string, got, want RoomCounts) {
+			t.Helper()
+			if got.Notification != want.Notification || got.Highlight != want.Highlight || len(got.Threads) != len(want.Threads) {
+				t.Fatalf("%s: %+v, want %+v", name, got, want)
+			}
+			for k, v := range want.Threads {
+				if got.Threads[k] != v {
+					t.Fatalf("%s: thread %s %+v, want %+v", name, k, got.Threads[k], v)
+				}
+			}
+		}
+
+		// A 1:1 room: the invite notifies bob; joining reads it.
+		dm, err := en.rooms.CreateRoom(ctx, alice, rooms.CreateRoomRequest{Preset: "trusted_private_chat", Invite: []string{bob}, IsDirect: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		check("invited", en.counts(t, bob, dm, false), RoomCounts{Notification: 1})
+		if _, err := en.rooms.Join(ctx, rooms.MembershipParams{RoomID: dm, Sender: bob}); err != nil {
+			t.Fatal(err)
+		}
+		check("joined", en.counts(t, bob, dm, false), RoomCounts{})
+
+		en.send(t, dm, alice, "m.room.message", msg("hello", nil))
+		check("plain message in a 1:1 room notifies", en.counts(t, bob, dm, false), RoomCounts{Notification: 1})
+		en.send(t, dm, alice, "m.room.message", map[string]any{"msgtype": "m.notice", "body": "bot"})
+		check("a notice does not", en.counts(t, bob, dm, false), RoomCounts{Notification: 1})
+		mention := en.send(t, dm, alice, "m.room.message", msg("bob!", map[string]any{"m.mentions": map[string]any{"user_ids": []string{bob}}}))
+		check("a mention highlights", en.counts(t, bob, dm, false), RoomCounts{Notification: 2, Highlight: 1})
+		en.send(t, dm, alice, "m.room.message", msg("* bob!!", map[string]any{
+			"m.new_content": msg("bob!!", nil), "m.relates_to": map[string]any{"rel_type": "m.replace", "event_id": mention}}))
+		check("an edit does not count", en.counts(t, bob, dm, false), RoomCounts{Notification: 2, Highlight: 1})
+		if c := en.counts(t, alice, dm, false); c.Notification != 0 {
+			t.Fatalf("own events never notify: %+v", c)
+		}
+
+		en.receipts.set(bob, dm, "", en.streamPos(t, mention))
+		check("an unthreaded receipt resets", en.counts(t, bob, dm, false), RoomCounts{})
+
+		// Threads: counts per thread; the main timeline is the room's own.
+		root := en.send(t, dm, alice, "m.room.message", msg("thread root", nil))
+		reply := en.send(t, dm, alice, "m.room.message", msg("in thread", map[string]any{
+			"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root}}))
+		reply2 := en.send(t, dm, alice, "m.room.message", msg("in thread again", map[string]any{
+			"m.mentions":   map[string]any{"user_ids": []string{bob}},
+			"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root}}))
+		check("threads separate", en.counts(t, bob, dm, true), RoomCounts{Notification: 1,
+			Threads: map[string]ThreadCounts{root: {Notification: 2, Highlight: 1}}})
+		check("threads folded", en.counts(t, bob, dm, false), RoomCounts{Notification: 3, Highlight: 1})
+
+		en.receipts.set(bob, dm, root, en.streamPos(t, reply))
+		check("a threaded receipt resets its thread", en.counts(t, bob, dm, true), RoomCounts{Notification: 1,
+			Threads: map[string]ThreadCounts{root: {Notification: 1, Highlight: 1}}})
+		en.receipts.set(bob, dm, "main", en.streamPos(t, reply2))
+		check("a main receipt resets the main timeline only", en.counts(t, bob, dm, true), RoomCounts{
+			Threads: map[string]ThreadCounts{root: {Notification: 1, Highlight: 1}}})
+
+		// A reaction to a thread reply belongs to the thread (found by
+		// following the relation); reactions notify under a user rule.
+		if err := en.push.PutRule(ctx, bob, "override", "reactions", RuleBody{Actions: raws(`"notify"`),
+			Conditions: raws(`{"kind":"event_match","key":"type","pattern":"m.reaction"}`)}, "", ""); err != nil {
+			t.Fatal(err)
+		}
+		en.send(t, dm, alice, "m.reaction", map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": reply2, "key": "👍"}})
+		check("a reaction in a thread", en.counts(t, bob, dm, true), RoomCounts{
+			Threads: map[string]ThreadCounts{root: {Notification: 2, Highlight: 1}}})
+
+		// Bob replying in the thread reads it.
+		en.send(t, dm, bob, "m.room.message", msg("ok", map[string]any{"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root}}))
+		check("own event reads its thread", en.counts(t, bob, dm, true), RoomCounts{})
+
+		// A group room: plain messages notify through .m.rule.message,
+		// @room from the creator highlights, ignored senders do not count.
+		group, err := en.rooms.CreateRoom(ctx, alice, rooms.CreateRoomRequest{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range []string{bob, carol} {
+			if _, err := en.rooms.Join(ctx, rooms.MembershipParams{RoomID: group, Sender: u}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		en.send(t, group, alice, "m.room.message", msg("hi all", nil))
+		en.send(t, group, alice, "m.room.message", msg("@room", map[string]any{"m.mentions": map[string]any{"room": true}}))
+		en.send(t, group, carol, "m.room.message", msg("@room too", map[string]any{"m.mentions": map[string]any{"room": true}}))
+		check("group", en.counts(t, bob, group, false), RoomCounts{Notification: 3, Highlight: 1})
+		if err := db.Write(ctx, func(tx *storage.Tx) error {
+			_, err := db.Accounts().AccountDataSet(ctx, tx, bob, "", "m.ignored_user_list", `{"ignored_users":{"`+carol+`":{}}}`)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		en.push.ForgetUser(bob)
+		en.send(t, group, carol, "m.room.message", msg("ignored", nil))
+		check("ignored sender", en.counts(t, bob, group, false), RoomCounts{Notification: 3, Highlight: 1})
+
+		// Several rooms at once; rooms with nothing unread are left out.
+		all, err := en.push.Counts(ctx, bob, []string{dm, group, group, "!unknown:x"}, false)
+		if err != nil || len(all) != 1 || all[group].Notification != 3 {
+			t.Fatalf("counts of several rooms %+v %v", all, err)
+		}
+
+		// GET /notifications: newest first, read flags, highlight filter.
+		page, err := en.push.Notifications(ctx, rooms.Requester{UserID: bob}, NotificationsQuery{Limit: 2})
+		if err != nil || len(page.Notifications) != 2 || page.NextToken == "" {
+			t.Fatalf("page %+v %v", page, err)
+		}
+		n := page.Notifications[0]
+		if n.RoomID != group || n.Event == nil || n.Event.Sender != carol || n.Read || n.Event.RoomID != "" || string(n.Actions) != `["notify"]` {
+			t.Fatalf("newest %+v %s", n, n.Event.Content)
+		}
+		var seen, read int
+		for from := ""; ; {
+			p, err := en.push.Notifications(ctx, rooms.Requester{UserID: bob}, NotificationsQuery{From: from, Limit: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range p.Notifications {
+				seen++
+				if n.Read {
+					read++
+				}
+			}
+			if p.NextToken == "" {
+				break
+			}
+			from = p.NextToken
+		}
+		// invite, hello, mention, root, reply, reply2, reaction (dm: 7, of
+		// which all but none after bob's reply are read) + 3 in the group.
+		if seen != 10 || read != 7 {
+			t.Fatalf("seen %d read %d", seen, read)
+		}
+		hl, err := en.push.Notifications(ctx, rooms.Requester{UserID: bob}, NotificationsQuery{Only: "highlight"})
+		if err != nil || len(hl.Notifications) != 3 || hl.NextToken != "" {
+			t.Fatalf("highlights %+v %v", hl, err)
+		}
+		if _, err := en.push.Notifications(ctx, rooms.Requester{UserID: bob}, NotificationsQuery{From: "x"}); errcode(err) != "M_INVALID_PARAM" {
+			t.Fatalf("bad from: %v", err)
+		}
+
+		// Pruning keeps unread notifications and drops old read ones; a
+		// member who left loses all old ones.
+		if err := en.rooms.Leave(ctx, rooms.MembershipParams{RoomID: group, Sender: carol}); err != nil {
+			t.Fatal(err)
+		}
+		en.push.now = func() time.Time { return time.Now().Add(31 * 24 * time.Hour) }
+		pruned, err := en.push.Prune(ctx)
+		// bob's 7 read ones in the 1:1 room, carol's 2 in the group.
+		if err != nil || pruned != 9 {
+			t.Fatalf("pruned %d %v", pruned, err)
+		}
+		check("pruning keeps unread", en.counts(t, bob, group, false), RoomCounts{Notification: 3, Highlight: 1})
+	})
+}
+
+// TestContextAcrossInstances checks that a room context kept between
+// batches is not used once another instance changed the room's state.
+func TestContextAcrossInstances(t *testing.T) {
+	storagetest.ForEach(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		one, two := newEnv(t, db), newEnv(t, db)
+		alice, bob, carol := "@alice:"+server, "@bob:"+server, "@carol:"+server
+		room, err := one.rooms.CreateRoom(ctx, alice, rooms.CreateRoomRequest{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := one.rooms.Join(ctx, rooms.MembershipParams{RoomID: room, Sender: bob}); err != nil {
+			t.Fatal(err)
+		}
+		one.send(t, room, alice, "m.room.message", msg("one", nil)) // instance one keeps the context
+		if _, err := two.rooms.Join(ctx, rooms.MembershipParams{RoomID: room, Sender: carol}); err != nil {
+			t.Fatal(err)
+		}
+		one.send(t, room, alice, "m.room.message", msg("two", nil))
+		if c := one.counts(t, carol, room, false); c.Notification != 1 {
+			t.Fatalf("carol joined through the other instance: %+v", c)
+		}
+		if c := one.counts(t, bob, room, false); c.Notification != 2 {
+			t.Fatalf("bob: %+v", c)
+		}
+	})
+}
