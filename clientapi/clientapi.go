@@ -19,6 +19,7 @@ import (
 	"github.com/parley-chat/parley/homeserver/ratelimit"
 	"github.com/parley-chat/parley/homeserver/receipts"
 	"github.com/parley-chat/parley/homeserver/rooms"
+	"github.com/parley-chat/parley/homeserver/slidingsync"
 	syncengine "github.com/parley-chat/parley/homeserver/sync"
 	"github.com/parley-chat/parley/homeserver/typing"
 	"github.com/parley-chat/parley/internal/httpapi"
@@ -41,15 +42,16 @@ type Config struct {
 
 // Deps are the engines the client API calls.
 type Deps struct {
-	Accounts *accounts.Engine
-	Limits   *ratelimit.Limiter
-	Keys     *e2ee.Engine
-	Rooms    *rooms.Engine
-	Receipts *receipts.Engine
-	Typing   *typing.Engine
-	Presence *presence.Engine
-	Push     *push.Engine
-	Sync     *syncengine.Engine
+	Accounts    *accounts.Engine
+	Limits      *ratelimit.Limiter
+	Keys        *e2ee.Engine
+	Rooms       *rooms.Engine
+	Receipts    *receipts.Engine
+	Typing      *typing.Engine
+	Presence    *presence.Engine
+	Push        *push.Engine
+	Sync        *syncengine.Engine
+	SlidingSync *slidingsync.Engine
 }
 
 // API is the client-server API.
@@ -172,6 +174,7 @@ func (a *API) Routes(r *mux.Router) {
 		a.pushRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 		a.roomExtraRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"), httpapi.NewGroup(r, "/_matrix/client/v1"))
 		a.syncRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
+		a.slidingSyncRoutes(r)
 	}
 	v1 := httpapi.NewGroup(r, "/_matrix/client/v1")
 	v1.Handle(http.MethodPost, "/login/get_token", a.noGuests(a.getLoginToken))

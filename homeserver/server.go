@@ -153,6 +153,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (s *Server, 
 		s.wirePush,
 		s.wireE2EE,
 		s.wireSync,
+		s.wireSlidingSync,
 		s.wireMedia,
 		s.wireFederation,
 	} {
