@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -78,6 +79,67 @@ type Config struct {
 	Metrics Switch `yaml:"metrics" env:"PARLEY_METRICS"`
 	// Presence is on (default) or off.
 	Presence Switch `yaml:"presence" env:"PARLEY_PRESENCE"`
+	// Media configures the media repository (media_store is where its
+	// bytes go).
+	Media MediaConfig `yaml:"media"`
+}
+
+// MediaConfig configures the media repository.
+type MediaConfig struct {
+	// MaxUploadBytes bounds one upload; clients are told it as m.upload.size.
+	MaxUploadBytes int64 `yaml:"max_upload_bytes" env:"PARLEY_MEDIA_MAX_UPLOAD_BYTES"`
+	// UserQuotaBytes bounds the bytes one user may have uploaded in all;
+	// 0 is no quota.
+	UserQuotaBytes int64 `yaml:"user_quota_bytes" env:"PARLEY_MEDIA_USER_QUOTA_BYTES"`
+	// QuotaInfoURI, when set, is where users who hit their quota can read
+	// about it (the refusal is then M_USER_LIMIT_EXCEEDED pointing there,
+	// otherwise M_FORBIDDEN).
+	QuotaInfoURI string `yaml:"quota_info_uri" env:"PARLEY_MEDIA_QUOTA_INFO_URI"`
+	// MaxPendingUploads bounds a user's created-but-not-uploaded media IDs
+	// (asynchronous uploads).
+	MaxPendingUploads int `yaml:"max_pending_uploads" env:"PARLEY_MEDIA_MAX_PENDING_UPLOADS"`
+	// UnusedExpiry is how long a created media ID waits for its upload.
+	UnusedExpiry Duration `yaml:"unused_expiry" env:"PARLEY_MEDIA_UNUSED_EXPIRY"`
+	// MaxDownloadWait caps how long a download waits for media still being
+	// uploaded (the client's timeout_ms).
+	MaxDownloadWait Duration `yaml:"max_download_wait" env:"PARLEY_MEDIA_MAX_DOWNLOAD_WAIT"`
+	// UnauthenticatedBefore is an RFC 3339 time: media uploaded (or remote
+	// media first cached) before it can still be fetched from the
+	// deprecated unauthenticated /_matrix/media/v3/download and /thumbnail
+	// endpoints; newer media only from the authenticated ones. Empty
+	// freezes all media.
+	UnauthenticatedBefore string `yaml:"unauthenticated_before" env:"PARLEY_MEDIA_UNAUTHENTICATED_BEFORE"`
+	// MaxThumbnailPixels refuses to thumbnail larger images (decompression
+	// bombs); it bounds the memory one thumbnail takes.
+	MaxThumbnailPixels int64 `yaml:"max_thumbnail_pixels" env:"PARLEY_MEDIA_MAX_THUMBNAIL_PIXELS"`
+	// MaxRemoteBytes bounds media fetched from other servers.
+	MaxRemoteBytes int64 `yaml:"max_remote_bytes" env:"PARLEY_MEDIA_MAX_REMOTE_BYTES"`
+	// RemoteRetention deletes cached remote media not read for this long;
+	// 0 keeps it.
+	RemoteRetention Duration `yaml:"remote_retention" env:"PARLEY_MEDIA_REMOTE_RETENTION"`
+	// LocalRetention deletes local uploads not read for this long; 0 (the
+	// default) keeps them.
+	LocalRetention Duration `yaml:"local_retention" env:"PARLEY_MEDIA_LOCAL_RETENTION"`
+	// URLPreview configures URL previews.
+	URLPreview URLPreviewConfig `yaml:"url_preview"`
+}
+
+// URLPreviewConfig configures URL previews.
+type URLPreviewConfig struct {
+	// Enabled serves /_matrix/client/v1/media/preview_url.
+	Enabled Switch `yaml:"enabled" env:"PARLEY_MEDIA_URL_PREVIEW_ENABLED"`
+	// MaxBytes bounds a fetched page or image.
+	MaxBytes int64 `yaml:"max_bytes" env:"PARLEY_MEDIA_URL_PREVIEW_MAX_BYTES"`
+	// Timeout bounds one preview, redirects and its image included.
+	Timeout Duration `yaml:"timeout" env:"PARLEY_MEDIA_URL_PREVIEW_TIMEOUT"`
+	// CacheTTL is how long a preview is reused.
+	CacheTTL Duration `yaml:"cache_ttl" env:"PARLEY_MEDIA_URL_PREVIEW_CACHE_TTL"`
+	// DeniedRanges (IPs or CIDR ranges) are refused in addition to the
+	// built-in private, loopback, link-local, multicast and reserved ones.
+	DeniedRanges []string `yaml:"denied_ranges" env:"PARLEY_MEDIA_URL_PREVIEW_DENIED_RANGES"`
+	// AllowedRanges may be fetched even inside the denied ranges (an
+	// intranet wiki, test fixtures). Keep it as narrow as you can.
+	AllowedRanges []string `yaml:"allowed_ranges" env:"PARLEY_MEDIA_URL_PREVIEW_ALLOWED_RANGES"`
 }
 
 // PasswordHashing is argon2id's cost.
@@ -159,6 +221,21 @@ func Default(dataDir string) *Config {
 		PasswordHashing:     PasswordHashing{MemoryKiB: 19 * 1024, Iterations: 2, Parallelism: 1},
 		Metrics:             true,
 		Presence:            true,
+		Media: MediaConfig{
+			MaxUploadBytes:     100 << 20,
+			MaxPendingUploads:  10,
+			UnusedExpiry:       Duration(24 * time.Hour),
+			MaxDownloadWait:    Duration(time.Minute),
+			MaxThumbnailPixels: 32 << 20,
+			MaxRemoteBytes:     100 << 20,
+			RemoteRetention:    Duration(90 * 24 * time.Hour),
+			URLPreview: URLPreviewConfig{
+				Enabled:  true,
+				MaxBytes: 10 << 20,
+				Timeout:  Duration(10 * time.Second),
+				CacheTTL: Duration(time.Hour),
+			},
+		},
 	}
 }
 
@@ -416,7 +493,67 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	c.Media.validate(bad)
 	return errors.Join(errs...)
+}
+
+// validate checks the media keys.
+func (m *MediaConfig) validate(bad func(key, format string, args ...any)) {
+	if m.MaxUploadBytes < 1 {
+		bad("media.max_upload_bytes", "must be at least 1")
+	}
+	if m.UserQuotaBytes < 0 {
+		bad("media.user_quota_bytes", "must not be negative (0 is no quota)")
+	}
+	if m.QuotaInfoURI != "" && !strings.HasPrefix(m.QuotaInfoURI, "https://") && !strings.HasPrefix(m.QuotaInfoURI, "http://") {
+		bad("media.quota_info_uri", "%q is not an http(s) URL", m.QuotaInfoURI)
+	}
+	if m.MaxPendingUploads < 1 {
+		bad("media.max_pending_uploads", "must be at least 1")
+	}
+	if m.UnusedExpiry.Std() < time.Second {
+		bad("media.unused_expiry", "%s is shorter than a second", m.UnusedExpiry.Std())
+	}
+	if m.MaxDownloadWait.Std() < 0 || m.MaxDownloadWait.Std() > 10*time.Minute {
+		bad("media.max_download_wait", "%s is outside 0–10m", m.MaxDownloadWait.Std())
+	}
+	if m.UnauthenticatedBefore != "" {
+		if _, err := time.Parse(time.RFC3339, m.UnauthenticatedBefore); err != nil {
+			bad("media.unauthenticated_before", "%q is not an RFC 3339 time (2024-09-01T00:00:00Z)", m.UnauthenticatedBefore)
+		}
+	}
+	if m.MaxThumbnailPixels < 1 {
+		bad("media.max_thumbnail_pixels", "must be at least 1")
+	}
+	if m.MaxRemoteBytes < 1 {
+		bad("media.max_remote_bytes", "must be at least 1")
+	}
+	if m.RemoteRetention.Std() < 0 {
+		bad("media.remote_retention", "must not be negative (0 keeps remote media)")
+	}
+	if m.LocalRetention.Std() < 0 {
+		bad("media.local_retention", "must not be negative (0 keeps local media)")
+	}
+	p := m.URLPreview
+	if p.MaxBytes < 1 {
+		bad("media.url_preview.max_bytes", "must be at least 1")
+	}
+	if p.Timeout.Std() < 100*time.Millisecond {
+		bad("media.url_preview.timeout", "%s is shorter than 100ms", p.Timeout.Std())
+	}
+	if p.CacheTTL.Std() < 0 {
+		bad("media.url_preview.cache_ttl", "must not be negative")
+	}
+	for _, list := range []struct {
+		key    string
+		ranges []string
+	}{{"media.url_preview.denied_ranges", p.DeniedRanges}, {"media.url_preview.allowed_ranges", p.AllowedRanges}} {
+		for _, r := range list.ranges {
+			if _, err := netip.ParsePrefix(r); err != nil && net.ParseIP(r) == nil {
+				bad(list.key, "%q is not an IP address or CIDR range", r)
+			}
+		}
+	}
 }
 
 func validServerName(s string) bool {

@@ -100,6 +100,46 @@ metrics: {{sw .Metrics}}
 
 # Presence (online / unavailable / offline and last seen).
 presence: {{sw .Presence}}
+
+# The media repository (its bytes go to media_store above).
+media:
+  # Largest upload in bytes, told to clients as m.upload.size.
+  max_upload_bytes: {{.Media.MaxUploadBytes}}
+  # Bytes one user may have uploaded in all; 0 is no quota.
+  user_quota_bytes: {{.Media.UserQuotaBytes}}
+  # Where users who reach their quota can read about it (then refused with
+  # M_USER_LIMIT_EXCEEDED pointing there; M_FORBIDDEN when empty).
+  quota_info_uri: {{q .Media.QuotaInfoURI}}
+  # Created-but-not-uploaded media IDs (asynchronous uploads) per user, and
+  # how long each waits for its upload.
+  max_pending_uploads: {{.Media.MaxPendingUploads}}
+  unused_expiry: {{.Media.UnusedExpiry.Std}}
+  # Longest a download waits for media still being uploaded.
+  max_download_wait: {{.Media.MaxDownloadWait.Std}}
+  # Media uploaded (or remote media first cached) before this RFC 3339 time
+  # stays downloadable from the deprecated unauthenticated
+  # /_matrix/media/v3/download and /thumbnail endpoints; newer media only
+  # from the authenticated /_matrix/client/v1/media ones. Empty freezes all.
+  unauthenticated_before: {{q .Media.UnauthenticatedBefore}}
+  # Larger images are not thumbnailed (decompression bombs, memory).
+  max_thumbnail_pixels: {{.Media.MaxThumbnailPixels}}
+  # Largest media fetched from another server.
+  max_remote_bytes: {{.Media.MaxRemoteBytes}}
+  # Delete cached remote media, and local uploads, not read for this long;
+  # 0 keeps them.
+  remote_retention: {{.Media.RemoteRetention.Std}}
+  local_retention: {{.Media.LocalRetention.Std}}
+  # URL previews (/_matrix/client/v1/media/preview_url). Private, loopback,
+  # link-local, multicast and reserved addresses are never fetched, after
+  # name resolution and on every redirect; denied_ranges adds to them and
+  # allowed_ranges makes exceptions (keep it narrow).
+  url_preview:
+    enabled: {{sw .Media.URLPreview.Enabled}}
+    max_bytes: {{.Media.URLPreview.MaxBytes}}
+    timeout: {{.Media.URLPreview.Timeout.Std}}
+    cache_ttl: {{.Media.URLPreview.CacheTTL.Std}}
+    denied_ranges: {{list .Media.URLPreview.DeniedRanges}}
+    allowed_ranges: {{list .Media.URLPreview.AllowedRanges}}
 `))
 
 func quoteAll(s []string) []string {
