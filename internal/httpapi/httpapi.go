@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -62,10 +63,21 @@ func SetLogUser(ctx context.Context, userID string) {
 
 var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
 
-func newRequestID() string {
-	b := make([]byte, 10)
+// requestIDs makes request IDs: a random per-process prefix and a
+// counter, unique across instances and cheap (they need not be secret).
+type requestIDs struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newRequestIDs() *requestIDs {
+	b := make([]byte, 5)
 	_, _ = rand.Read(b)
-	return strings.ToLower(idEncoding.EncodeToString(b))
+	return &requestIDs{prefix: strings.ToLower(idEncoding.EncodeToString(b))}
+}
+
+func (r *requestIDs) next() string {
+	return r.prefix + "-" + strconv.FormatUint(r.n.Add(1), 36)
 }
 
 // Wrap adapts h to http.Handler, writing any returned error as a Matrix
@@ -88,6 +100,9 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 		switch {
 		case errors.As(err, &mbe):
 			me = mxerr.TooLarge("Request body is larger than %d bytes", mbe.Limit)
+		case isInvalidInput(err):
+			me = mxerr.InvalidParam("The request holds a value that cannot be stored (a NUL byte or an oversized string)")
+			me.Cause = err
 		case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 			// The client went away; nobody reads the answer.
 			me = mxerr.Custom(499, "M_UNKNOWN", "Request cancelled")
@@ -118,6 +133,13 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	_ = JSON(w, me.Status, body)
+}
+
+// isInvalidInput reports whether err says the client's input could not be
+// stored (storage marks such errors with an InvalidInput method).
+func isInvalidInput(err error) bool {
+	var ie interface{ InvalidInput() bool }
+	return errors.As(err, &ie) && ie.InvalidInput()
 }
 
 // JSON writes v as a JSON response.
@@ -265,6 +287,22 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the underlying writer
 // (flushing, hijacking for WebSockets, deadlines).
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// ReadFrom keeps the server's sendfile path for file downloads.
+func (s *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := s.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(s.ResponseWriter, r)
+	}
+	s.size += n
+	return n, err
+}
 
 // RouteName returns the route template of a request ("unmatched" if none),
 // which keeps metric labels bounded.

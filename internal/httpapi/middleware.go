@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,24 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	inflight prometheus.Gauge
+	// Resolved label sets, so that the hot path skips label hashing.
+	counters   sync.Map // [3]string → prometheus.Counter
+	histograms sync.Map // [2]string → prometheus.Observer
+}
+
+func (m *Metrics) observe(route, method string, status int, d time.Duration) {
+	ck := [3]string{route, method, statusText(status)}
+	c, ok := m.counters.Load(ck)
+	if !ok {
+		c, _ = m.counters.LoadOrStore(ck, m.requests.WithLabelValues(ck[0], ck[1], ck[2]))
+	}
+	c.(prometheus.Counter).Inc()
+	hk := [2]string{route, method}
+	h, ok := m.histograms.Load(hk)
+	if !ok {
+		h, _ = m.histograms.LoadOrStore(hk, m.latency.WithLabelValues(route, method))
+	}
+	h.(prometheus.Observer).Observe(d.Seconds())
 }
 
 // NewMetrics registers the HTTP metrics on reg.
@@ -48,6 +67,9 @@ type Stack struct {
 	Unlimited []string
 	// Proxies are trusted to set X-Forwarded-For.
 	Proxies []netip.Prefix
+
+	idsOnce sync.Once
+	ids     *requestIDs
 }
 
 // Handler wraps next with the stack. The router must be next so that the
@@ -55,7 +77,8 @@ type Stack struct {
 func (s *Stack) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		id := newRequestID()
+		s.idsOnce.Do(func() { s.ids = newRequestIDs() })
+		id := s.ids.next()
 		fields := &logFields{}
 		log := s.Logger.With(slog.String("req", id))
 		ctx := context.WithValue(r.Context(), requestIDKey, id)
@@ -90,8 +113,14 @@ func (s *Stack) Handler(next http.Handler) http.Handler {
 		}
 		route := RouteName(r)
 		if s.Metrics != nil {
-			s.Metrics.requests.WithLabelValues(route, r.Method, statusText(sw.status)).Inc()
-			s.Metrics.latency.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+			s.Metrics.observe(route, r.Method, sw.status, time.Since(start))
+		}
+		level := slog.LevelDebug
+		if sw.status >= 500 {
+			level = slog.LevelWarn
+		}
+		if !log.Enabled(ctx, level) {
+			return
 		}
 		attrs := []slog.Attr{
 			slog.String("method", r.Method),
@@ -102,10 +131,6 @@ func (s *Stack) Handler(next http.Handler) http.Handler {
 			slog.String("ip", ClientIP(ctx)),
 		}
 		attrs = append(attrs, fields.attrs...)
-		level := slog.LevelDebug
-		if sw.status >= 500 {
-			level = slog.LevelWarn
-		}
 		log.LogAttrs(ctx, level, "request", attrs...)
 	})
 }
