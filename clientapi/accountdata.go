@@ -115,3 +115,56 @@ func (a *API) getFilter(w http.ResponseWriter, r *http.Request, d *deviceT) erro
 	}
 	return httpapi.RawJSON(w, http.StatusOK, f)
 }
+
+func (a *API) getTags(w http.ResponseWriter, r *http.Request, d *deviceT) error {
+	if err := ownUser(r, d); err != nil {
+		return err
+	}
+	room, err := roomVar(r)
+	if err != nil {
+		return err
+	}
+	tags, err := a.accounts.Tags(r.Context(), d.UserID, room)
+	if err != nil {
+		return err
+	}
+	return httpapi.JSON(w, http.StatusOK, map[string]any{"tags": tags})
+}
+
+func (a *API) putTag(w http.ResponseWriter, r *http.Request, d *deviceT) error {
+	if err := ownUser(r, d); err != nil {
+		return err
+	}
+	room, err := roomVar(r)
+	if err != nil {
+		return err
+	}
+	body, err := httpapi.ReadBody(r)
+	if err != nil {
+		return err
+	}
+	if err := httpapi.DecodeBytes(body, &map[string]any{}); err != nil {
+		return err
+	}
+	if len(body) == 0 {
+		body = []byte("{}")
+	}
+	if err := a.accounts.SetTag(r.Context(), d.UserID, room, httpapi.Var(r, "tag"), body); err != nil {
+		return err
+	}
+	return httpapi.OK(w)
+}
+
+func (a *API) deleteTag(w http.ResponseWriter, r *http.Request, d *deviceT) error {
+	if err := ownUser(r, d); err != nil {
+		return err
+	}
+	room, err := roomVar(r)
+	if err != nil {
+		return err
+	}
+	if err := a.accounts.SetTag(r.Context(), d.UserID, room, httpapi.Var(r, "tag"), nil); err != nil {
+		return err
+	}
+	return httpapi.OK(w)
+}

@@ -220,6 +220,10 @@ func (a *API) legacyRoutes(s *httpapi.Group) {
 	s.Handle(http.MethodGet, "/user/{userId}/rooms/{roomId}/account_data/{type}", a.auth(a.getRoomAccountData))
 	s.Handle(http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", a.auth(a.putRoomAccountData))
 
+	s.Handle(http.MethodGet, "/user/{userId}/rooms/{roomId}/tags", a.auth(a.getTags))
+	s.Handle(http.MethodPut, "/user/{userId}/rooms/{roomId}/tags/{tag}", a.auth(a.putTag))
+	s.Handle(http.MethodDelete, "/user/{userId}/rooms/{roomId}/tags/{tag}", a.auth(a.deleteTag))
+
 	s.Handle(http.MethodPost, "/user/{userId}/filter", a.auth(a.createFilter))
 	s.Handle(http.MethodGet, "/user/{userId}/filter/{filterId}", a.auth(a.getFilter))
 }

@@ -182,3 +182,38 @@ func TestAccountDataAndFilters(t *testing.T) {
 		_ = http.MethodGet
 	})
 }
+
+func TestRoomTags(t *testing.T) {
+	ForEachDialect(t, func(t *testing.T, dialect string) {
+		t.Parallel()
+		s := Shared(t, dialect)
+		u := s.Register(t, "tags")
+		room := u.createRoom(t, nil)
+		base := v3 + "/user/" + u.ID + "/rooms/" + room + "/tags"
+		if r := Must(t, u.Do(t, "GET", base, nil), 200); len(r.JSON["tags"].(map[string]any)) != 0 {
+			t.Fatalf("fresh room has tags: %s", r)
+		}
+		Must(t, u.Do(t, "PUT", base+"/u.work", map[string]any{"order": 0.5}), 200)
+		Must(t, u.Do(t, "PUT", base+"/m.favourite", map[string]any{}), 200)
+		r := Must(t, u.Do(t, "GET", base, nil), 200)
+		tags := r.JSON["tags"].(map[string]any)
+		if len(tags) != 2 || tags["u.work"].(map[string]any)["order"] != 0.5 {
+			t.Fatalf("tags: %s", r)
+		}
+		// Tags are the m.tag room account data clients sync.
+		ad := Must(t, u.Do(t, "GET", v3+"/user/"+u.ID+"/rooms/"+room+"/account_data/m.tag", nil), 200)
+		if !strings.Contains(string(ad.Body), "m.favourite") {
+			t.Fatalf("m.tag account data: %s", ad)
+		}
+		Must(t, u.Do(t, "DELETE", base+"/u.work", nil), 200)
+		if r := Must(t, u.Do(t, "GET", base, nil), 200); len(r.JSON["tags"].(map[string]any)) != 1 {
+			t.Fatalf("tag not deleted: %s", r)
+		}
+		MustErr(t, u.Do(t, "PUT", base+"/u.bad", map[string]any{"order": 7}), 400, "M_INVALID_PARAM")
+		MustErr(t, u.Do(t, "PUT", base+"/u.bad", map[string]any{"order": "first"}), 400, "M_BAD_JSON")
+		MustErr(t, u.Do(t, "PUT", base+"/"+strings.Repeat("t", 300), map[string]any{}), 400, "M_INVALID_PARAM")
+		other := s.Register(t, "tags-other")
+		MustErr(t, other.Do(t, "GET", base, nil), 403, "M_FORBIDDEN")
+		MustErr(t, u.Do(t, "GET", v3+"/user/"+u.ID+"/rooms/notaroom/tags", nil), 400, "M_INVALID_PARAM")
+	})
+}

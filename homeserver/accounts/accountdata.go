@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
 
 	"github.com/parley-chat/parley/homeserver/filter"
@@ -89,4 +90,57 @@ func (e *Engine) Filter(ctx context.Context, userID, filterID string) (json.RawM
 		return nil, notFoundAs(err, mxerr.NotFound("No such filter"))
 	}
 	return json.RawMessage(c), nil
+}
+
+// MaxTagBytes bounds a room tag's name.
+const MaxTagBytes = 255
+
+// Tags returns a user's tags of a room (the m.tag room account data).
+func (e *Engine) Tags(ctx context.Context, userID, roomID string) (map[string]json.RawMessage, error) {
+	raw, err := e.store.AccountDataGet(ctx, userID, roomID, "m.tag")
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return map[string]json.RawMessage{}, nil
+		}
+		return nil, err
+	}
+	var c struct {
+		Tags map[string]json.RawMessage `json:"tags"`
+	}
+	if json.Unmarshal([]byte(raw), &c) != nil || c.Tags == nil {
+		return map[string]json.RawMessage{}, nil
+	}
+	return c.Tags, nil
+}
+
+// SetTag adds (or, with a nil value, removes) a tag of a room.
+func (e *Engine) SetTag(ctx context.Context, userID, roomID, tag string, value json.RawMessage) error {
+	if tag == "" || len(tag) > MaxTagBytes {
+		return mxerr.InvalidParam("Tag names are 1–%d bytes", MaxTagBytes)
+	}
+	if value != nil {
+		var v struct {
+			Order *float64 `json:"order"`
+		}
+		if err := json.Unmarshal(value, &v); err != nil {
+			return mxerr.BadJSON("Tag content must be an object with an optional numeric order")
+		}
+		if v.Order != nil && (*v.Order < 0 || *v.Order > 1) {
+			return mxerr.InvalidParam("order must be between 0 and 1")
+		}
+	}
+	tags, err := e.Tags(ctx, userID, roomID)
+	if err != nil {
+		return err
+	}
+	if value == nil {
+		delete(tags, tag)
+	} else {
+		tags[tag] = value
+	}
+	if len(tags) > 100 {
+		return mxerr.InvalidParam("A room can have at most 100 tags")
+	}
+	b, _ := json.Marshal(map[string]any{"tags": tags})
+	return e.PutAccountData(ctx, userID, roomID, "m.tag", b)
 }
