@@ -220,6 +220,7 @@ func (a *API) legacyRoutes(s *httpapi.Group) {
 	s.Handle(http.MethodGet, "/user/{userId}/rooms/{roomId}/account_data/{type}", a.auth(a.getRoomAccountData))
 	s.Handle(http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", a.auth(a.putRoomAccountData))
 
+	s.Handle(http.MethodPost, "/user_directory/search", a.auth(a.searchUsers))
 	s.Handle(http.MethodGet, "/user/{userId}/rooms/{roomId}/tags", a.auth(a.getTags))
 	s.Handle(http.MethodPut, "/user/{userId}/rooms/{roomId}/tags/{tag}", a.auth(a.putTag))
 	s.Handle(http.MethodDelete, "/user/{userId}/rooms/{roomId}/tags/{tag}", a.auth(a.deleteTag))

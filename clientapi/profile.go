@@ -93,3 +93,21 @@ func (a *API) deleteProfileField(w http.ResponseWriter, r *http.Request, d *devi
 	}
 	return httpapi.OK(w)
 }
+
+func (a *API) searchUsers(w http.ResponseWriter, r *http.Request, d *deviceT) error {
+	var req struct {
+		SearchTerm string `json:"search_term"`
+		Limit      int    `json:"limit"`
+	}
+	if err := httpapi.Decode(r, &req); err != nil {
+		return err
+	}
+	if req.Limit < 0 {
+		return mxerr.InvalidParam("limit must not be negative")
+	}
+	results, limited, err := a.accounts.SearchUsers(r.Context(), d.UserID, req.SearchTerm, req.Limit)
+	if err != nil {
+		return err
+	}
+	return httpapi.JSON(w, http.StatusOK, map[string]any{"results": results, "limited": limited})
+}

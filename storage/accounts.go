@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -725,4 +726,48 @@ func (a *Accounts) NextGuestNumber(ctx context.Context) (int64, error) {
 		return err
 	})
 	return n, err
+}
+
+// DirectoryUser is a user directory search result.
+type DirectoryUser struct {
+	UserID      string
+	DisplayName *string // JSON string
+	AvatarURL   *string // JSON string
+}
+
+// SearchUsers finds active users whose ID or display name contains term
+// (lower-cased) and who share a room with searcher or are joined to a
+// published room. It returns up to limit results.
+func (a *Accounts) SearchUsers(ctx context.Context, searcher, term string, limit int) ([]DirectoryUser, error) {
+	pattern := "%" + escapeLike(term) + "%"
+	rows, err := a.db.Read().Query(ctx, `SELECT u.user_id, dn.value, av.value FROM users u
+		LEFT JOIN profile_fields dn ON dn.user_id = u.user_id AND dn.field = 'displayname'
+		LEFT JOIN profile_fields av ON av.user_id = u.user_id AND av.field = 'avatar_url'
+		WHERE NOT u.deactivated AND NOT u.is_guest
+		AND (LOWER(u.user_id) LIKE $1 ESCAPE '\' OR LOWER(COALESCE(dn.value, '')) LIKE $1 ESCAPE '\')
+		AND (u.user_id = $2
+			OR EXISTS (SELECT 1 FROM current_state m JOIN current_state o ON o.room_nid = m.room_nid
+				WHERE m.type = 'm.room.member' AND m.state_key = $2 AND m.membership = 'join'
+				AND o.type = 'm.room.member' AND o.state_key = u.user_id AND o.membership = 'join')
+			OR EXISTS (SELECT 1 FROM current_state o JOIN rooms r ON r.room_nid = o.room_nid
+				WHERE r.published AND o.type = 'm.room.member' AND o.state_key = u.user_id AND o.membership = 'join'))
+		ORDER BY u.user_id LIMIT $3`, pattern, searcher, limit)
+	if err != nil {
+		return nil, fmt.Errorf("search users: %w", err)
+	}
+	defer rows.Close()
+	var out []DirectoryUser
+	for rows.Next() {
+		var d DirectoryUser
+		if err := rows.Scan(&d.UserID, &d.DisplayName, &d.AvatarURL); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+func escapeLike(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	return r.Replace(strings.ToLower(s))
 }

@@ -2,6 +2,7 @@ package sytest
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -215,5 +216,43 @@ func TestRoomTags(t *testing.T) {
 		other := s.Register(t, "tags-other")
 		MustErr(t, other.Do(t, "GET", base, nil), 403, "M_FORBIDDEN")
 		MustErr(t, u.Do(t, "GET", v3+"/user/"+u.ID+"/rooms/notaroom/tags", nil), 400, "M_INVALID_PARAM")
+	})
+}
+
+func TestUserDirectory(t *testing.T) {
+	ForEachDialect(t, func(t *testing.T, dialect string) {
+		t.Parallel()
+		s := Shared(t, dialect)
+		tag := randHex(3)
+		alice := s.Register(t, "dir-"+tag+"-alice")
+		bob := s.Register(t, "dir-"+tag+"-bob")
+		hidden := s.Register(t, "dir-"+tag+"-hidden")
+		Must(t, bob.Do(t, "PUT", v3+"/profile/"+bob.ID+"/displayname", map[string]any{"displayname": "Bobby Tables_%"}), 200)
+		room := alice.createRoom(t, nil)
+		Must(t, alice.Do(t, "POST", roomPath(room)+"/invite", map[string]any{"user_id": bob.ID}), 200)
+		bob.join(t, room)
+		r := Must(t, alice.Do(t, "POST", v3+"/user_directory/search", map[string]any{"search_term": "dir-" + tag}), 200)
+		var ids []string
+		for _, x := range r.JSON["results"].([]any) {
+			ids = append(ids, x.(map[string]any)["user_id"].(string))
+		}
+		if !slices.Contains(ids, bob.ID) || !slices.Contains(ids, alice.ID) || slices.Contains(ids, hidden.ID) {
+			t.Fatalf("directory: %v (hidden user must not appear: shares no room)", ids)
+		}
+		// Display names match, and LIKE wildcards are literal.
+		r = Must(t, alice.Do(t, "POST", v3+"/user_directory/search", map[string]any{"search_term": "tables_%"}), 200)
+		if res := r.JSON["results"].([]any); len(res) != 1 || res[0].(map[string]any)["display_name"] != "Bobby Tables_%" {
+			t.Fatalf("display name search: %s", r)
+		}
+		if r := Must(t, alice.Do(t, "POST", v3+"/user_directory/search", map[string]any{"search_term": "t_b"}), 200); len(r.JSON["results"].([]any)) != 0 {
+			t.Fatalf("_ matched as a wildcard: %s", r)
+		}
+		r = Must(t, alice.Do(t, "POST", v3+"/user_directory/search", map[string]any{"search_term": "dir-" + tag, "limit": 1}), 200)
+		if r.JSON["limited"] != true || len(r.JSON["results"].([]any)) != 1 {
+			t.Fatalf("limit: %s", r)
+		}
+		MustErr(t, alice.Do(t, "POST", v3+"/user_directory/search", map[string]any{}), 400, "M_MISSING_PARAM")
+		MustErr(t, alice.Do(t, "POST", v3+"/user_directory/search", map[string]any{"search_term": 5}), 400, "M_BAD_JSON")
+		MustErr(t, s.Do(t, "POST", v3+"/user_directory/search", "", map[string]any{"search_term": "x"}), 401, "M_MISSING_TOKEN")
 	})
 }

@@ -143,3 +143,54 @@ func validateProfileValue(field string, v json.RawMessage) error {
 	}
 	return nil
 }
+
+// DirectoryResult is one user found by SearchUsers.
+type DirectoryResult struct {
+	UserID      string `json:"user_id"`
+	DisplayName string `json:"display_name,omitempty"`
+	AvatarURL   string `json:"avatar_url,omitempty"`
+}
+
+// Limits of user directory searches.
+const (
+	DefaultDirectoryLimit = 10
+	MaxDirectoryLimit     = 50
+	maxSearchTermBytes    = 256
+)
+
+// SearchUsers searches the user directory for searcher: users who share a
+// room with them or are in a published room, matched by ID or display
+// name. limited reports that more matched than limit.
+func (e *Engine) SearchUsers(ctx context.Context, searcher, term string, limit int) ([]DirectoryResult, bool, error) {
+	term = strings.TrimSpace(term)
+	if term == "" {
+		return nil, false, mxerr.MissingParam("search_term is required")
+	}
+	if len(term) > maxSearchTermBytes {
+		return nil, false, mxerr.InvalidParam("search_term is longer than %d bytes", maxSearchTermBytes)
+	}
+	if limit <= 0 {
+		limit = DefaultDirectoryLimit
+	}
+	limit = min(limit, MaxDirectoryLimit)
+	found, err := e.store.SearchUsers(ctx, searcher, term, limit+1)
+	if err != nil {
+		return nil, false, err
+	}
+	limited := len(found) > limit
+	if limited {
+		found = found[:limit]
+	}
+	out := make([]DirectoryResult, 0, len(found))
+	for _, f := range found {
+		r := DirectoryResult{UserID: f.UserID}
+		if f.DisplayName != nil {
+			_ = json.Unmarshal([]byte(*f.DisplayName), &r.DisplayName)
+		}
+		if f.AvatarURL != nil {
+			_ = json.Unmarshal([]byte(*f.AvatarURL), &r.AvatarURL)
+		}
+		out = append(out, r)
+	}
+	return out, limited, nil
+}
