@@ -4,7 +4,6 @@ package sytest
 
 import (
 	"context"
-	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"net/url"
@@ -12,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto"
@@ -74,9 +72,8 @@ func (c *cryptoClient) otkCount(t *testing.T) int {
 	return int(n)
 }
 
-// receiveToDevice hands the device's pending to-device messages to its
-// machine. With /sync it reads them as clients do; until /sync exists it
-// reads the server's queue directly (and removes nothing).
+// receiveToDevice hands the device's pending to-device messages, read
+// from /sync as clients do, to its machine.
 func (c *cryptoClient) receiveToDevice(t *testing.T) int {
 	t.Helper()
 	ctx := context.Background()
@@ -86,22 +83,17 @@ func (c *cryptoClient) receiveToDevice(t *testing.T) int {
 		path += "&since=" + url.QueryEscape(c.since)
 	}
 	var raw []json.RawMessage
-	if r := s.Do(t, "GET", path, c.token, nil); r.Status == 200 {
-		c.since = r.Str("next_batch")
-		var body struct {
-			ToDevice struct {
-				Events []json.RawMessage `json:"events"`
-			} `json:"to_device"`
-		}
-		if err := json.Unmarshal(r.Body, &body); err != nil {
-			t.Fatal(err)
-		}
-		raw = body.ToDevice.Events
-	} else if r.Errcode() == "M_UNRECOGNIZED" {
-		raw = queuedToDevice(t, s, c.user.ID, string(c.device))
-	} else {
-		t.Fatalf("sync: %s", r)
+	r := Must(t, s.Do(t, "GET", path, c.token, nil), 200)
+	c.since = r.Str("next_batch")
+	var body struct {
+		ToDevice struct {
+			Events []json.RawMessage `json:"events"`
+		} `json:"to_device"`
 	}
+	if err := json.Unmarshal(r.Body, &body); err != nil {
+		t.Fatal(err)
+	}
+	raw = body.ToDevice.Events
 	for _, r := range raw {
 		var evt event.Event
 		if err := json.Unmarshal(r, &evt); err != nil {
@@ -116,56 +108,6 @@ func (c *cryptoClient) receiveToDevice(t *testing.T) int {
 	return len(raw)
 }
 
-// queuedToDevice reads a device's pending to-device messages from the
-// database, the stand-in for /sync until the sync engine exists.
-func queuedToDevice(t *testing.T, s *Server, user, device string) []json.RawMessage {
-	t.Helper()
-	const q = `SELECT sender, type, content FROM e2ee_to_device WHERE user_id = $1 AND device_id = $2 ORDER BY stream_pos`
-	var out []json.RawMessage
-	add := func(sender, typ, content string) {
-		b, _ := json.Marshal(map[string]any{"sender": sender, "type": typ, "content": json.RawMessage(content)})
-		out = append(out, b)
-	}
-	if strings.HasPrefix(s.Database, "sqlite://") {
-		db, err := sql.Open("sqlite", "file:"+strings.TrimPrefix(s.Database, "sqlite://")+"?mode=ro&_pragma=busy_timeout(10000)")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		rows, err := db.Query(strings.NewReplacer("$1", "?1", "$2", "?2").Replace(q), user, device)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var a, b, c string
-			if err := rows.Scan(&a, &b, &c); err != nil {
-				t.Fatal(err)
-			}
-			add(a, b, c)
-		}
-		return out
-	}
-	ctx := context.Background()
-	c, err := pgx.Connect(ctx, s.Database)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	rows, err := c.Query(ctx, q, user, device)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var a, b, cc string
-		if err := rows.Scan(&a, &b, &cc); err != nil {
-			t.Fatal(err)
-		}
-		add(a, b, cc)
-	}
-	return out
-}
 
 // TestE2EEEncryptedChat runs two real encrypting clients (mautrix-go's
 // OlmMachine with pure-Go olm): Alice claims one of Bob's one-time keys,
