@@ -108,7 +108,6 @@ func (c *cryptoClient) receiveToDevice(t *testing.T) int {
 	return len(raw)
 }
 
-
 // TestE2EEEncryptedChat runs two real encrypting clients (mautrix-go's
 // OlmMachine with pure-Go olm): Alice claims one of Bob's one-time keys,
 // opens an Olm session, shares a Megolm session over to-device, sends an
