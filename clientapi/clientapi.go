@@ -175,6 +175,7 @@ func (a *API) Routes(r *mux.Router) {
 		a.roomExtraRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"), httpapi.NewGroup(r, "/_matrix/client/v1"))
 		a.syncRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 		a.slidingSyncRoutes(r)
+		a.websocketRoutes(r)
 	}
 	v1 := httpapi.NewGroup(r, "/_matrix/client/v1")
 	v1.Handle(http.MethodPost, "/login/get_token", a.noGuests(a.getLoginToken))
