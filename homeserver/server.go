@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"sync"
 	"time"
@@ -83,6 +84,7 @@ type Server struct {
 
 	handler  http.Handler
 	httpSrv  *http.Server
+	pprofSrv *http.Server
 	listener net.Listener
 	ready    bool
 	started  []service
@@ -319,6 +321,20 @@ func (s *Server) Start(ctx context.Context) error {
 			s.log.Error("HTTP server stopped", "err", err)
 		}
 	}()
+	if s.cfg.PprofListen != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		s.pprofSrv = &http.Server{Addr: s.cfg.PprofListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := s.pprofSrv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("pprof server stopped", "err", err)
+			}
+		}()
+	}
 	s.mu.Lock()
 	s.ready = true
 	s.mu.Unlock()
@@ -337,6 +353,9 @@ func (s *Server) Stop(ctx context.Context) error {
 			if err := s.httpSrv.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("http: %w", err))
 			}
+		}
+		if s.pprofSrv != nil {
+			_ = s.pprofSrv.Close()
 		}
 		s.stopServices()
 		if s.jobs != nil {

@@ -79,6 +79,9 @@ type Config struct {
 	Metrics Switch `yaml:"metrics" env:"PARLEY_METRICS"`
 	// Presence is on (default) or off.
 	Presence Switch `yaml:"presence" env:"PARLEY_PRESENCE"`
+	// PprofListen serves Go's /debug/pprof profiles on this address when
+	// set (keep it on loopback: profiles reveal internals).
+	PprofListen string `yaml:"pprof_listen" env:"PARLEY_PPROF_LISTEN"`
 	// Media configures the media repository (media_store is where its
 	// bytes go).
 	Media MediaConfig `yaml:"media"`
@@ -431,6 +434,11 @@ func (c *Config) Validate() error {
 	}
 	if !strings.HasPrefix(c.PublicBaseURL, "http://") && !strings.HasPrefix(c.PublicBaseURL, "https://") {
 		bad("public_base_url", "%q must start with http:// or https://", c.PublicBaseURL)
+	}
+	if c.PprofListen != "" {
+		if _, _, err := net.SplitHostPort(c.PprofListen); err != nil {
+			bad("pprof_listen", "%q is not host:port", c.PprofListen)
+		}
 	}
 	if c.WellKnownServer != "" && !validServerName(c.WellKnownServer) {
 		bad("well_known_server", "%q is not host or host:port", c.WellKnownServer)

@@ -101,6 +101,10 @@ metrics: {{sw .Metrics}}
 # Presence (online / unavailable / offline and last seen).
 presence: {{sw .Presence}}
 
+# Serve Go's /debug/pprof profiles on this address (empty: off). Keep it on
+# loopback: profiles reveal the server's internals.
+pprof_listen: {{q .PprofListen}}
+
 # The media repository (its bytes go to media_store above).
 media:
   # Largest upload in bytes, told to clients as m.upload.size.
