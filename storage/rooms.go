@@ -743,7 +743,7 @@ func (s *Rooms) LatestStreamPos(ctx context.Context, roomNIDs []int64) (map[int6
 func (s *Rooms) LatestJoinPos(ctx context.Context, roomNID int64, userID string) (int64, error) {
 	var pos int64
 	err := s.db.Read().QueryRow(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM events
-		WHERE type = 'm.room.member' AND state_key = $1 AND room_nid = $2 AND membership = 'join' AND stream_pos IS NOT NULL`,
+		WHERE type = 'm.room.member' AND state_key = $1 AND +room_nid = $2 AND membership = 'join' AND +stream_pos IS NOT NULL`,
 		userID, roomNID).Scan(&pos)
 	return pos, err
 }

@@ -8,6 +8,9 @@ import (
 
 // liveRelation is what every event of a relation meets: in the timeline,
 // accepted and not redacted (redacting a child breaks its relation).
+// Relation queries write "+room_nid" so that planners (SQLite's without
+// statistics, notably) search by relates_to, which is selective, instead
+// of walking a whole room through (room_nid, stream_pos).
 func liveRelation(prefix string) string {
 	return prefix + "stream_pos IS NOT NULL AND " + prefix + "status = 0 AND " + prefix + "redacted_by IS NULL"
 }
@@ -163,7 +166,7 @@ func (s *Rooms) ThreadSummaries(ctx context.Context, roomNID int64, roots []stri
 			SELECT relates_to, sender, event_nid, depth, stream_pos,
 				COUNT(*) OVER (PARTITION BY relates_to, sender) AS cnt,
 				ROW_NUMBER() OVER (PARTITION BY relates_to, sender ORDER BY depth DESC, stream_pos DESC) AS rn
-			FROM events WHERE room_nid = $1 AND rel_type = 'm.thread' AND `+liveRelation("")+` AND relates_to IN (IN)
+			FROM events WHERE +room_nid = $1 AND rel_type = 'm.thread' AND `+liveRelation("")+` AND relates_to IN (IN)
 		) per_sender WHERE rn = 1`, []any{roomNID}, roots, func(r Rows) error {
 		var t ThreadSummary
 		if err := r.Scan(&t.RootID, &t.Sender, &t.Count, &t.LatestNID, &t.LatestDepth, &t.LatestStream); err != nil {
@@ -191,7 +194,7 @@ func (s *Rooms) EditCandidates(ctx context.Context, roomNID int64, parents []str
 	err := queryIn(ctx, s.db.Read(), `SELECT relates_to, event_id, sender, type, event_nid, origin_ts FROM (
 			SELECT relates_to, event_id, sender, type, event_nid, origin_ts,
 				ROW_NUMBER() OVER (PARTITION BY relates_to, sender, type ORDER BY origin_ts DESC, stream_pos DESC) AS rn
-			FROM events WHERE room_nid = $1 AND rel_type = 'm.replace' AND state_key IS NULL AND `+liveRelation("")+`
+			FROM events WHERE +room_nid = $1 AND rel_type = 'm.replace' AND state_key IS NULL AND `+liveRelation("")+`
 				AND relates_to IN (IN)
 		) edits WHERE rn <= $2`, []any{roomNID, perKey}, parents, func(r Rows) error {
 		var e Edit
@@ -220,7 +223,7 @@ func (s *Rooms) References(ctx context.Context, roomNID int64, parents []string,
 	err := queryIn(ctx, s.db.Read(), `SELECT relates_to, event_id, sender, depth, stream_pos FROM (
 			SELECT relates_to, event_id, sender, depth, stream_pos,
 				ROW_NUMBER() OVER (PARTITION BY relates_to ORDER BY depth, stream_pos) AS rn
-			FROM events WHERE room_nid = $1 AND rel_type = 'm.reference' AND `+liveRelation("")+` AND relates_to IN (IN)
+			FROM events WHERE +room_nid = $1 AND rel_type = 'm.reference' AND `+liveRelation("")+` AND relates_to IN (IN)
 		) refs WHERE rn <= $2`, []any{roomNID, perParent}, parents, func(r Rows) error {
 		var x Reference
 		if err := r.Scan(&x.ParentID, &x.EventID, &x.Sender, &x.Depth, &x.Stream); err != nil {
