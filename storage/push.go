@@ -245,24 +245,33 @@ const countChunk = 128
 // PushCountsAfter counts a user's push actions per room and thread after
 // each room's position (ThreadID of the PushAfter values is ignored).
 func (p *Push) PushCountsAfter(ctx context.Context, userID string, rooms []PushAfter) ([]PushCount, error) {
-	return p.pushCounts(ctx, userID, rooms, false)
+	return p.pushCounts(ctx, userID, rooms, false, 0)
+}
+
+// PushCountsBetween counts a user's push actions in each given room with
+// After < position ≤ upper.
+func (p *Push) PushCountsBetween(ctx context.Context, userID string, rooms []PushAfter, upper int64) ([]PushCount, error) {
+	return p.pushCounts(ctx, userID, rooms, false, upper)
 }
 
 // PushCountsInThreads counts a user's push actions in each given thread
 // after its position.
 func (p *Push) PushCountsInThreads(ctx context.Context, userID string, threads []PushAfter) ([]PushCount, error) {
-	return p.pushCounts(ctx, userID, threads, true)
+	return p.pushCounts(ctx, userID, threads, true, 0)
 }
 
 // pushCounts joins the wanted (room[, thread], position) triples, given as
 // a VALUES list, to push_actions. Lists are padded to power-of-two sizes
 // with rows that match nothing, so that few statement shapes are prepared.
-func (p *Push) pushCounts(ctx context.Context, userID string, want []PushAfter, threads bool) ([]PushCount, error) {
+func (p *Push) pushCounts(ctx context.Context, userID string, want []PushAfter, threads bool, upper int64) ([]PushCount, error) {
 	var out []PushCount
+	if upper <= 0 {
+		upper = 1 << 62
+	}
 	for start := 0; start < len(want); start += countChunk {
 		chunk := want[start:min(start+countChunk, len(want))]
 		size := inSize(len(chunk))
-		args := []any{userID}
+		args := []any{userID, upper}
 		var vals strings.Builder
 		for i := range size {
 			w := PushAfter{}
@@ -284,6 +293,7 @@ func (p *Push) pushCounts(ctx context.Context, userID string, want []PushAfter, 
 			SELECT w.room_id, a.thread_id, COUNT(*), SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END)
 			FROM w JOIN rooms r ON r.room_id = w.room_id
 			JOIN push_actions a ON a.user_id = $1 AND a.room_nid = r.room_nid` + join + ` AND a.stream_pos > w.after_pos
+				AND a.stream_pos <= $2
 			GROUP BY w.room_id, a.thread_id`
 		rows, err := p.db.Read().Query(ctx, q, args...)
 		if err != nil {

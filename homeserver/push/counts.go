@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"time"
 
 	"github.com/parley-chat/parley/homeserver/rooms"
 	"github.com/parley-chat/parley/internal/mxerr"
@@ -41,7 +42,7 @@ func (e *Engine) Counts(ctx context.Context, user string, roomIDs []string, thre
 		}
 		want = append(want, storage.PushAfter{RoomID: r, After: u})
 	}
-	first, err := e.store.PushCountsAfter(ctx, user, want)
+	first, err := e.countsAfter(ctx, user, want)
 	if err != nil || len(first) == 0 {
 		return out, err
 	}
@@ -269,4 +270,78 @@ func (e *Engine) appendNotifications(ctx context.Context, who rooms.Requester, r
 		})
 	}
 	return nil
+}
+
+// countKey names a cached count: a user's push actions in a room after
+// their unthreaded receipt.
+type countKey struct {
+	user, room string
+	after      int64
+}
+
+// countEntry is a cached count, complete up to stream position upTo.
+type countEntry struct {
+	upTo   int64
+	at     time.Time
+	counts []storage.PushCount // per thread
+}
+
+// countTTL bounds how long a cached count is reused, far below the age at
+// which Prune may delete rows it counted (a user who left and came back).
+const countTTL = 10 * time.Minute
+
+// countsAfter counts push actions after each room's position, reusing what
+// an earlier call counted: push actions never change once committed, so a
+// count up to a committed stream position only ever needs the rows after
+// it. Busy rooms whose readers do not send receipts would otherwise be
+// counted from scratch on every sync.
+func (e *Engine) countsAfter(ctx context.Context, user string, want []storage.PushAfter) ([]storage.PushCount, error) {
+	upper, err := e.rooms.StreamPosition(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := e.now()
+	ask := make([]storage.PushAfter, len(want))
+	cached := make([]countEntry, len(want))
+	for i, w := range want {
+		ask[i] = w
+		if c, ok := e.countCache.Get(countKey{user, w.RoomID, w.After}); ok && c.upTo <= upper && now.Sub(c.at) < countTTL {
+			cached[i] = c
+			ask[i].After = max(w.After, c.upTo)
+		}
+	}
+	fresh, err := e.store.PushCountsBetween(ctx, user, ask, upper)
+	if err != nil {
+		return nil, err
+	}
+	byRoom := map[string]map[string]storage.PushCount{}
+	for i, w := range want {
+		m := map[string]storage.PushCount{}
+		for _, c := range cached[i].counts {
+			m[c.ThreadID] = c
+		}
+		byRoom[w.RoomID] = m
+	}
+	for _, c := range fresh {
+		m := byRoom[c.RoomID]
+		prev := m[c.ThreadID]
+		prev.RoomID, prev.ThreadID = c.RoomID, c.ThreadID
+		prev.Notifications += c.Notifications
+		prev.Highlight += c.Highlight
+		m[c.ThreadID] = prev
+	}
+	var out []storage.PushCount
+	for i, w := range want {
+		m := byRoom[w.RoomID]
+		entry := countEntry{upTo: upper, at: now}
+		for _, c := range m {
+			entry.counts = append(entry.counts, c)
+			out = append(out, c)
+		}
+		if !cached[i].at.IsZero() {
+			entry.at = cached[i].at // the age of the full count, not the top-up
+		}
+		e.countCache.Put(countKey{user, w.RoomID, w.After}, entry)
+	}
+	return out, nil
 }

@@ -305,3 +305,49 @@ func TestContextAcrossInstances(t *testing.T) {
 		}
 	})
 }
+
+// TestCountCacheTopsUp checks that counts kept between calls and topped
+// up with newer rows agree with counting from scratch at every step,
+// across receipts that move and events in threads.
+func TestCountCacheTopsUp(t *testing.T) {
+	storagetest.ForEach(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		en := newEnv(t, db)
+		alice, bob := "@alice:"+server, "@bob:"+server
+		room, err := en.rooms.CreateRoom(ctx, alice, rooms.CreateRoomRequest{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := en.rooms.Join(ctx, rooms.MembershipParams{RoomID: room, Sender: bob}); err != nil {
+			t.Fatal(err)
+		}
+		root := en.send(t, room, alice, "m.room.message", msg("root", nil))
+		for i := range 12 {
+			content := msg("m", nil)
+			if i%3 == 1 {
+				content = msg("in thread", map[string]any{"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root}})
+			}
+			if i%4 == 2 {
+				content["m.mentions"] = map[string]any{"user_ids": []string{bob}}
+			}
+			id := en.send(t, room, alice, "m.room.message", content)
+			if i == 6 {
+				en.receipts.set(bob, room, "", en.streamPos(t, id))
+			}
+			got := en.counts(t, bob, room, false)
+			after, _ := en.receipts.ReadUpTo(ctx, bob, room, "")
+			fresh, err := db.Push().PushCountsAfter(ctx, bob, []storage.PushAfter{{RoomID: room, After: after}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want RoomCounts
+			for _, c := range fresh {
+				want.Notification += c.Notifications
+				want.Highlight += c.Highlight
+			}
+			if got.Notification != want.Notification || got.Highlight != want.Highlight || (want.Notification == 0) != (i == 6) {
+				t.Fatalf("step %d: cached %+v, from scratch %+v", i, got, want)
+			}
+		}
+	})
+}

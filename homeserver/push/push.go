@@ -93,6 +93,8 @@ type Engine struct {
 	// roomCtx keeps rooms' push contexts between batches (evaluateRoom);
 	// only the persister's goroutine uses them.
 	roomCtx *lru.Cache[string, roomContext]
+	// countCache keeps unread counts between syncs (counts.go).
+	countCache *lru.Cache[countKey, countEntry]
 	// locks serialise rule changes per user on this instance, so that
 	// m.push_rules account data is written in the order of the changes.
 	locks [64]sync.Mutex
@@ -120,9 +122,10 @@ func New(cfg Config, db *storage.DB, roomsEngine *rooms.Engine, accounts Account
 	}
 	return &Engine{
 		cfg: cfg, db: db, store: db.Push(), rooms: roomsEngine, accounts: accounts, log: log, now: time.Now,
-		users:   lru.New[string, userEntry](100_000),
-		names:   lru.New[string, *regexp.Regexp](10_000),
-		roomCtx: lru.New[string, roomContext](2_000),
+		users:      lru.New[string, userEntry](100_000),
+		names:      lru.New[string, *regexp.Regexp](10_000),
+		roomCtx:    lru.New[string, roomContext](2_000),
+		countCache: lru.New[countKey, countEntry](100_000),
 	}
 }
 
