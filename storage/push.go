@@ -248,10 +248,10 @@ func (p *Push) PushCountsAfter(ctx context.Context, userID string, rooms []PushA
 	return p.pushCounts(ctx, userID, rooms, false, 0)
 }
 
-// PushCountsBetween counts a user's push actions in each given room with
-// After < position ≤ upper.
-func (p *Push) PushCountsBetween(ctx context.Context, userID string, rooms []PushAfter, upper int64) ([]PushCount, error) {
-	return p.pushCounts(ctx, userID, rooms, false, upper)
+// PushCountsBetween counts a user's push actions with After < position ≤
+// upper in each given room, or in each given thread when threads is true.
+func (p *Push) PushCountsBetween(ctx context.Context, userID string, want []PushAfter, threads bool, upper int64) ([]PushCount, error) {
+	return p.pushCounts(ctx, userID, want, threads, upper)
 }
 
 // PushCountsInThreads counts a user's push actions in each given thread

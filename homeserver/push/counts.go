@@ -42,7 +42,7 @@ func (e *Engine) Counts(ctx context.Context, user string, roomIDs []string, thre
 		}
 		want = append(want, storage.PushAfter{RoomID: r, After: u})
 	}
-	first, err := e.countsAfter(ctx, user, want)
+	first, err := e.countsAfter(ctx, user, want, false)
 	if err != nil || len(first) == 0 {
 		return out, err
 	}
@@ -73,7 +73,7 @@ func (e *Engine) Counts(ctx context.Context, user string, roomIDs []string, thre
 		final = append(final, c)
 	}
 	if len(recount) > 0 {
-		second, err := e.store.PushCountsInThreads(ctx, user, recount)
+		second, err := e.countsAfter(ctx, user, recount, true)
 		if err != nil {
 			return nil, err
 		}
@@ -272,11 +272,12 @@ func (e *Engine) appendNotifications(ctx context.Context, who rooms.Requester, r
 	return nil
 }
 
-// countKey names a cached count: a user's push actions in a room after
-// their unthreaded receipt.
+// countKey names a cached count: a user's push actions in a room, or in
+// one of its threads, after a position.
 type countKey struct {
-	user, room string
-	after      int64
+	user, room, thread string
+	threads            bool
+	after              int64
 }
 
 // countEntry is a cached count, complete up to stream position upTo.
@@ -290,58 +291,76 @@ type countEntry struct {
 // which Prune may delete rows it counted (a user who left and came back).
 const countTTL = 10 * time.Minute
 
-// countsAfter counts push actions after each room's position, reusing what
-// an earlier call counted: push actions never change once committed, so a
-// count up to a committed stream position only ever needs the rows after
-// it. Busy rooms whose readers do not send receipts would otherwise be
-// counted from scratch on every sync.
-func (e *Engine) countsAfter(ctx context.Context, user string, want []storage.PushAfter) ([]storage.PushCount, error) {
+// countsAfter counts push actions after each room's (or, with threads,
+// each thread's) position, reusing what an earlier call counted: push
+// actions never change once committed, so a count up to a committed
+// stream position only ever needs the rows after it. Busy rooms whose
+// readers send no receipts would otherwise be counted from scratch on
+// every sync.
+func (e *Engine) countsAfter(ctx context.Context, user string, want []storage.PushAfter, threads bool) ([]storage.PushCount, error) {
 	upper, err := e.rooms.StreamPosition(ctx)
 	if err != nil {
 		return nil, err
 	}
 	now := e.now()
+	key := func(w storage.PushAfter) countKey {
+		k := countKey{user: user, room: w.RoomID, threads: threads, after: w.After}
+		if threads {
+			k.thread = w.ThreadID
+		}
+		return k
+	}
 	ask := make([]storage.PushAfter, len(want))
 	cached := make([]countEntry, len(want))
 	for i, w := range want {
 		ask[i] = w
-		if c, ok := e.countCache.Get(countKey{user, w.RoomID, w.After}); ok && c.upTo <= upper && now.Sub(c.at) < countTTL {
+		if c, ok := e.countCache.Get(key(w)); ok && c.upTo <= upper && now.Sub(c.at) < countTTL {
 			cached[i] = c
 			ask[i].After = max(w.After, c.upTo)
 		}
 	}
-	fresh, err := e.store.PushCountsBetween(ctx, user, ask, upper)
+	fresh, err := e.store.PushCountsBetween(ctx, user, ask, threads, upper)
 	if err != nil {
 		return nil, err
 	}
-	byRoom := map[string]map[string]storage.PushCount{}
+	// Counts of each wanted entry by thread; fresh rows land on the entry
+	// they were asked for (a room, or a room and thread).
+	per := make([]map[string]storage.PushCount, len(want))
+	at := make(map[[2]string]int, len(want)) // (room, thread or "") → index in want
 	for i, w := range want {
 		m := map[string]storage.PushCount{}
 		for _, c := range cached[i].counts {
 			m[c.ThreadID] = c
 		}
-		byRoom[w.RoomID] = m
+		per[i] = m
+		at[[2]string{w.RoomID, key(w).thread}] = i
 	}
 	for _, c := range fresh {
-		m := byRoom[c.RoomID]
-		prev := m[c.ThreadID]
+		t := ""
+		if threads {
+			t = c.ThreadID
+		}
+		i, ok := at[[2]string{c.RoomID, t}]
+		if !ok {
+			continue
+		}
+		prev := per[i][c.ThreadID]
 		prev.RoomID, prev.ThreadID = c.RoomID, c.ThreadID
 		prev.Notifications += c.Notifications
 		prev.Highlight += c.Highlight
-		m[c.ThreadID] = prev
+		per[i][c.ThreadID] = prev
 	}
 	var out []storage.PushCount
 	for i, w := range want {
-		m := byRoom[w.RoomID]
 		entry := countEntry{upTo: upper, at: now}
-		for _, c := range m {
+		for _, c := range per[i] {
 			entry.counts = append(entry.counts, c)
 			out = append(out, c)
 		}
 		if !cached[i].at.IsZero() {
 			entry.at = cached[i].at // the age of the full count, not the top-up
 		}
-		e.countCache.Put(countKey{user, w.RoomID, w.After}, entry)
+		e.countCache.Put(key(w), entry)
 	}
 	return out, nil
 }
