@@ -193,6 +193,26 @@ func (db *DB) StreamPos(ctx context.Context, stream string) (int64, error) {
 	return pos, err
 }
 
+// StreamPositions returns the newest committed position of every stream
+// in one read (streams never advanced are absent: position 0).
+func (db *DB) StreamPositions(ctx context.Context) (map[string]int64, error) {
+	rows, err := db.Read().Query(ctx, `SELECT stream, pos FROM stream_positions`)
+	if err != nil {
+		return nil, fmt.Errorf("stream positions: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var s string
+		var p int64
+		if err := rows.Scan(&s, &p); err != nil {
+			return nil, fmt.Errorf("stream positions: %w", err)
+		}
+		out[s] = p
+	}
+	return out, rows.Err()
+}
+
 func redactURL(u string) string {
 	if i := strings.Index(u, "@"); i > 0 {
 		if j := strings.Index(u, "://"); j > 0 && j < i {

@@ -113,6 +113,9 @@ type builder struct {
 	resp   *Response
 	delta  e2ee.MembershipDelta
 	roomAD map[string][]json.RawMessage
+	// joinedRooms caches joinedNow.
+	joinedRooms []string
+	joinedRead  bool
 }
 
 func (e *Engine) build(ctx context.Context, req Request) (*Response, error) {
@@ -152,6 +155,8 @@ func (b *builder) accountData() error {
 	from := b.since.AccountData
 	if b.initial() {
 		from = 0
+	} else if from >= b.now.AccountData {
+		return nil
 	}
 	entries, err := b.e.d.DB.Accounts().AccountDataSince(b.ctx, b.req.UserID, from, b.now.AccountData)
 	if err != nil {
@@ -266,18 +271,22 @@ func (b *builder) joined(room string, allJoined []string) *JoinedRoom {
 	return jr
 }
 
+// joinedNow lists the rooms the user is joined to now, read once per build.
 func (b *builder) joinedNow() ([]string, error) {
+	if b.joinedRead {
+		return b.joinedRooms, nil
+	}
 	rs, err := b.e.d.Rooms.MembershipsNow(b.ctx, b.req.UserID)
 	if err != nil {
 		return nil, err
 	}
-	var out []string
 	for _, r := range rs {
 		if r.Membership == "join" {
-			out = append(out, r.RoomID)
+			b.joinedRooms = append(b.joinedRooms, r.RoomID)
 		}
 	}
-	return out, nil
+	b.joinedRead = true
+	return b.joinedRooms, nil
 }
 
 // target is a room that goes into the response and how.
@@ -584,6 +593,10 @@ func (b *builder) toDevice() error {
 	if k == nil || b.req.DeviceID == "" {
 		return nil
 	}
+	if !b.initial() && b.since.ToDevice >= b.now.ToDevice {
+		b.now.ToDevice = b.since.ToDevice
+		return nil
+	}
 	msgs, next, err := k.ToDeviceSince(b.ctx, b.req.UserID, b.req.DeviceID, b.since.ToDevice, toDeviceLimit)
 	if err != nil {
 		return err
@@ -603,6 +616,9 @@ func (b *builder) toDevice() error {
 func (b *builder) deviceLists() error {
 	k := b.e.d.Keys
 	if k == nil || b.initial() {
+		return nil
+	}
+	if b.since.DeviceLists >= b.now.DeviceLists && len(b.delta.Joined) == 0 && len(b.delta.Left) == 0 {
 		return nil
 	}
 	changed, left, err := k.DeviceListChanges(b.ctx, b.req.UserID, b.since.DeviceLists, b.now.DeviceLists, b.delta)

@@ -189,26 +189,19 @@ func (e *Engine) Sync(ctx context.Context, req Request) (*Response, error) {
 	}
 }
 
-// positions reads every stream's current position.
+// positions reads every stream's current position, the database's in one
+// query.
 func (e *Engine) positions(ctx context.Context) (Token, error) {
 	var t Token
-	var err error
-	if t.Events, err = e.d.Rooms.StreamPosition(ctx); err != nil {
+	ps, err := e.d.DB.StreamPositions(ctx)
+	if err != nil {
 		return t, err
 	}
-	if t.AccountData, err = e.d.DB.StreamPos(ctx, storage.AccountDataStream); err != nil {
-		return t, err
-	}
+	t.Events, t.AccountData = ps[storage.EventsStream], ps[storage.AccountDataStream]
 	if e.d.Receipts != nil {
-		if t.Receipts, err = e.d.Receipts.Position(ctx); err != nil {
-			return t, err
-		}
+		t.Receipts = ps[storage.ReceiptsStream]
 	}
 	if e.d.Keys != nil {
-		ps, err := e.d.Keys.CurrentPositions(ctx)
-		if err != nil {
-			return t, err
-		}
 		t.ToDevice, t.DeviceLists = ps[storage.ToDeviceStream], ps[storage.DeviceListsStream]
 	}
 	if e.d.Typing != nil {
