@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parley-chat/parley/internal/lru"
 	"github.com/parley-chat/parley/internal/mxerr"
 	"github.com/parley-chat/parley/storage"
 )
@@ -121,6 +122,11 @@ type Engine struct {
 	log      *slog.Logger
 	now      func() time.Time
 
+	// acked remembers, per "user|device", a position up to which no
+	// to-device message is left: syncs that acknowledge nothing new skip
+	// the database (positions only grow, so the answer never goes stale).
+	acked *lru.Cache[string, int64]
+
 	mu         sync.RWMutex
 	membership RoomMembership
 	notifier   Notifier
@@ -132,7 +138,8 @@ func New(cfg Config, db *storage.DB, log *slog.Logger) *Engine {
 	cfg.MaxOneTimeKeysPerDevice = cmp.Or(cfg.MaxOneTimeKeysPerDevice, 1000)
 	cfg.MaxOneTimeKeysPerUpload = cmp.Or(cfg.MaxOneTimeKeysPerUpload, 500)
 	cfg.MaxBackupKeys = cmp.Or(cfg.MaxBackupKeys, 1_000_000)
-	return &Engine{cfg: cfg, db: db, store: db.Keys(), accounts: db.Accounts(), log: log, now: time.Now}
+	return &Engine{cfg: cfg, db: db, store: db.Keys(), accounts: db.Accounts(), log: log, now: time.Now,
+		acked: lru.New[string, int64](100_000)}
 }
 
 // SetMembership installs the room membership source (nil removes it).

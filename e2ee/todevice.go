@@ -188,6 +188,10 @@ func (e *Engine) ToDeviceSince(ctx context.Context, userID, deviceID string, sin
 // is it known to have received them (at least once, never lost). A
 // position beyond the stream's current one is clamped to it.
 func (e *Engine) AckToDevice(ctx context.Context, userID, deviceID string, upTo int64) error {
+	key := userID + "|" + deviceID
+	if done, ok := e.acked.Get(key); ok && upTo <= done {
+		return nil
+	}
 	cur, err := e.db.StreamPos(ctx, storage.ToDeviceStream)
 	if err != nil {
 		return err
@@ -195,11 +199,17 @@ func (e *Engine) AckToDevice(ctx context.Context, userID, deviceID string, upTo 
 	upTo = min(upTo, cur)
 	// Most syncs acknowledge nothing new: find out on the read pool
 	// before taking the writer.
-	if pending, err := e.store.ToDeviceAnyUpTo(ctx, userID, deviceID, upTo); err != nil || !pending {
+	pending, err := e.store.ToDeviceAnyUpTo(ctx, userID, deviceID, upTo)
+	if err != nil {
 		return err
 	}
-	_, err = e.store.ToDeviceDeleteUpTo(ctx, userID, deviceID, upTo)
-	return err
+	if pending {
+		if _, err := e.store.ToDeviceDeleteUpTo(ctx, userID, deviceID, upTo); err != nil {
+			return err
+		}
+	}
+	e.acked.Put(key, upTo)
+	return nil
 }
 
 // RemoteToDevice is a sendToDevice request waiting to go to another
