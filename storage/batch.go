@@ -11,31 +11,126 @@ import (
 type Stmt struct {
 	SQL  string
 	Args []any
+	// rows, when set, makes this statement the place where every row
+	// queued for rows' INSERT goes in (Batch.AddRow).
+	rows *RowInsert
+}
+
+// RowInsert is a multi-row INSERT that Batch.AddRow fills row by row:
+// all of a batch's rows go in by a few statements, each of insertChunk
+// rows or a power of two below, so that few statement shapes are prepared.
+type RowInsert struct {
+	cols  int
+	stmts map[int]string // chunk size → SQL
+}
+
+// NewRowInsert describes "INSERT INTO table (columns) VALUES … suffix" with
+// cols columns; suffix is an ON CONFLICT clause or empty.
+func NewRowInsert(table, columns string, cols int, suffix string) *RowInsert {
+	ri := &RowInsert{cols: cols, stmts: map[int]string{}}
+	for size := 1; size <= insertChunk; size *= 2 {
+		ri.stmts[size] = `INSERT INTO ` + table + ` (` + columns + `) VALUES ` + valuesRows(1, size, cols) + ` ` + suffix
+	}
+	return ri
 }
 
 // Batch collects statements whose results are not needed, to run them in
 // one round trip (a pgx batch on PostgreSQL, a plain loop on SQLite where
 // there is no round trip to save).
-type Batch struct{ stmts []Stmt }
+type Batch struct {
+	stmts []Stmt
+	// rows holds AddRow's rows per insert, flat, and where they go in.
+	rows   map[*RowInsert][]any
+	anchor map[*RowInsert]int
+}
 
 // Add queues a statement.
 func (b *Batch) Add(sql string, args ...any) { b.stmts = append(b.stmts, Stmt{SQL: sql, Args: args}) }
 
-// Len returns the number of queued statements.
+// AddRow queues one row of ri. The batch's rows of ri all go in where its
+// first row was queued: callers use it for rows that nothing queued in
+// between depends on the absence of (new events, their edges).
+func (b *Batch) AddRow(ri *RowInsert, args ...any) {
+	if len(args) != ri.cols {
+		panic(fmt.Sprintf("storage: AddRow with %d values for %d columns", len(args), ri.cols))
+	}
+	if b.rows == nil {
+		b.rows, b.anchor = map[*RowInsert][]any{}, map[*RowInsert]int{}
+	}
+	if _, ok := b.anchor[ri]; !ok {
+		b.anchor[ri] = len(b.stmts)
+		b.stmts = append(b.stmts, Stmt{rows: ri})
+	}
+	b.rows[ri] = append(b.rows[ri], args...)
+}
+
+// Mark is a point of a batch to rewind to.
+type Mark struct {
+	stmts int
+	rows  map[*RowInsert]int
+}
+
+// Mark returns the batch's current point.
+func (b *Batch) Mark() Mark {
+	m := Mark{stmts: len(b.stmts), rows: make(map[*RowInsert]int, len(b.rows))}
+	for ri, r := range b.rows {
+		m.rows[ri] = len(r)
+	}
+	return m
+}
+
+// Rewind drops everything queued after m.
+func (b *Batch) Rewind(m Mark) {
+	b.stmts = b.stmts[:m.stmts]
+	for ri := range b.rows {
+		n, ok := m.rows[ri]
+		if !ok {
+			delete(b.rows, ri)
+			delete(b.anchor, ri)
+			continue
+		}
+		b.rows[ri] = b.rows[ri][:n]
+	}
+}
+
+// Len returns the number of queued statements and row inserts.
 func (b *Batch) Len() int { return len(b.stmts) }
+
+// expand returns the statements to run, row inserts split into chunks.
+func (b *Batch) expand() []Stmt {
+	if len(b.rows) == 0 {
+		return b.stmts
+	}
+	out := make([]Stmt, 0, len(b.stmts)+4)
+	for _, s := range b.stmts {
+		if s.rows == nil {
+			out = append(out, s)
+			continue
+		}
+		ri := s.rows
+		args := b.rows[ri]
+		for _, size := range chunkSizes(len(args) / ri.cols) {
+			n := size * ri.cols
+			out = append(out, Stmt{SQL: ri.stmts[size], Args: args[:n:n]})
+			args = args[n:]
+		}
+	}
+	return out
+}
 
 // ExecBatch runs every statement of b in the transaction, in order.
 func (tx *Tx) ExecBatch(ctx context.Context, b *Batch) error {
-	if len(b.stmts) == 0 {
+	stmts := b.expand()
+	if len(stmts) == 0 {
 		return nil
 	}
 	if ptx, ok := tx.raw.(pgx.Tx); ok {
 		pb := &pgx.Batch{}
-		for _, s := range b.stmts {
+		for _, s := range stmts {
 			pb.Queue(s.SQL, s.Args...)
 		}
 		res := ptx.SendBatch(ctx, pb)
-		for i := range b.stmts {
+		for i := range stmts {
 			if _, err := res.Exec(); err != nil {
 				_ = res.Close()
 				return fmt.Errorf("batch statement %d: %w", i, pgErr(err))
@@ -43,7 +138,7 @@ func (tx *Tx) ExecBatch(ctx context.Context, b *Batch) error {
 		}
 		return pgErr(res.Close())
 	}
-	for i, s := range b.stmts {
+	for i, s := range stmts {
 		if _, err := tx.Exec(ctx, s.SQL, s.Args...); err != nil {
 			return fmt.Errorf("batch statement %d: %w", i, err)
 		}
@@ -62,5 +157,4 @@ func (tx *Tx) Lock(ctx context.Context, key int64) error {
 	return err
 }
 
-// Truncate drops the statements queued after the first n.
-func (b *Batch) Truncate(n int) { b.stmts = b.stmts[:n] }
+

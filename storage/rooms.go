@@ -123,12 +123,12 @@ func (s *Rooms) Extremities(ctx context.Context, q Querier, roomNID int64) ([]Ex
 }
 
 // AddExtremities queues replacing extremities: remove, then add.
-func (s *Rooms) AddExtremities(b *Batch, roomNID int64, remove []int64, add int64) {
+func (s *Rooms) AddExtremities(b *Batch, roomNID int64, remove []int64, add []int64) {
 	for _, r := range remove {
 		b.Add(`DELETE FROM forward_extremities WHERE room_nid = $1 AND event_nid = $2`, roomNID, r)
 	}
-	if add != 0 {
-		b.Add(`INSERT INTO forward_extremities (room_nid, event_nid) VALUES ($1, $2) ON CONFLICT DO NOTHING`, roomNID, add)
+	for _, a := range add {
+		b.Add(`INSERT INTO forward_extremities (room_nid, event_nid) VALUES ($1, $2) ON CONFLICT DO NOTHING`, roomNID, a)
 	}
 }
 
@@ -243,20 +243,27 @@ func (s *Rooms) ReserveNIDs(ctx context.Context, tx *Tx, kind string, n int64) (
 
 // AddEvent queues storing an event under its reserved nid.
 func (s *Rooms) AddEvent(b *Batch, e *Event) {
-	b.Add(`INSERT INTO events (event_nid, event_id, room_nid, type, state_key, membership, sender, depth, origin_ts, stream_pos,
-		state_before, state_after, status, reject_reason, redacted_by, relates_to, rel_type, txn_device, txn_id, json)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
-		e.NID, e.EventID, e.RoomNID, e.Type, e.StateKey, e.Membership, e.Sender, e.Depth, e.OriginTS, e.StreamPos,
+	b.AddRow(insertEvents, e.NID, e.EventID, e.RoomNID, e.Type, e.StateKey, e.Membership, e.Sender, e.Depth, e.OriginTS, e.StreamPos,
 		e.StateBefore, e.StateAfter, e.Status, e.RejectReason, e.RedactedBy, e.RelatesTo, e.RelType, e.TxnDevice, e.TxnID, e.JSON)
 }
+
+// Row inserts of the persisting batch: a batch's events and edges each go
+// in by one statement or a few.
+var (
+	insertEvents = NewRowInsert("events", `event_nid, event_id, room_nid, type, state_key, membership, sender, depth, origin_ts, stream_pos,
+		state_before, state_after, status, reject_reason, redacted_by, relates_to, rel_type, txn_device, txn_id, json`, 20, "")
+	insertPrevEdges = NewRowInsert("event_prev_edges", "event_nid, prev_event_id", 2, "ON CONFLICT DO NOTHING")
+	insertAuthEdges = NewRowInsert("event_auth_edges", "event_nid, auth_nid", 2, "ON CONFLICT DO NOTHING")
+	insertTxns      = NewRowInsert("txn_ids", "user_id, device_id, scope, txn_id, event_id, created_ts", 6, "")
+)
 
 // AddEdges queues an event's prev and auth edges.
 func (s *Rooms) AddEdges(b *Batch, nid int64, prevIDs []string, authNIDs []int64) {
 	for _, p := range prevIDs {
-		b.Add(`INSERT INTO event_prev_edges (event_nid, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, nid, p)
+		b.AddRow(insertPrevEdges, nid, p)
 	}
 	for _, a := range authNIDs {
-		b.Add(`INSERT INTO event_auth_edges (event_nid, auth_nid) VALUES ($1, $2) ON CONFLICT DO NOTHING`, nid, a)
+		b.AddRow(insertAuthEdges, nid, a)
 	}
 }
 
@@ -378,6 +385,48 @@ func (s *Rooms) TimelineByStream(ctx context.Context, roomNID, from, to int64, l
 		return nil, fmt.Errorf("timeline by stream: %w", err)
 	}
 	return scanEvents(rows)
+}
+
+// StateAfterAtStream returns the state snapshot after a room's newest
+// event at or before a stream position (0 when there is none).
+func (s *Rooms) StateAfterAtStream(ctx context.Context, roomNID, stream int64) (int64, error) {
+	var snap *int64
+	err := s.db.Read().QueryRow(ctx, `SELECT state_after FROM events WHERE room_nid = $1 AND stream_pos <= $2
+		ORDER BY stream_pos DESC LIMIT 1`, roomNID, stream).Scan(&snap)
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("state after at stream: %w", err)
+	}
+	if snap == nil {
+		return 0, nil
+	}
+	return *snap, nil
+}
+
+// MemberChange is a membership event's target and membership.
+type MemberChange struct{ UserID, Membership string }
+
+// MemberChangesBetween lists a room's membership events with from <
+// stream position ≤ to, newest first.
+func (s *Rooms) MemberChangesBetween(ctx context.Context, roomNID, from, to int64) ([]MemberChange, error) {
+	rows, err := s.db.Read().Query(ctx, `SELECT state_key, COALESCE(membership, '') FROM events
+		WHERE type = 'm.room.member' AND room_nid = $1 AND stream_pos > $2 AND stream_pos <= $3
+		ORDER BY stream_pos DESC`, roomNID, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("member changes: %w", err)
+	}
+	defer rows.Close()
+	var out []MemberChange
+	for rows.Next() {
+		var c MemberChange
+		if err := rows.Scan(&c.UserID, &c.Membership); err != nil {
+			return nil, fmt.Errorf("member changes: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
 }
 
 func scanEvents(rows Rows) ([]*Event, error) {
@@ -541,8 +590,7 @@ func (s *Rooms) TxnGet(ctx context.Context, q Querier, userID, deviceID, scope, 
 
 // AddTxn queues recording the event a transaction ID produced.
 func (s *Rooms) AddTxn(b *Batch, userID, deviceID, scope, txnID, eventID string, ts int64) {
-	b.Add(`INSERT INTO txn_ids (user_id, device_id, scope, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5, $6)`,
-		userID, deviceID, scope, txnID, eventID, ts)
+	b.AddRow(insertTxns, userID, deviceID, scope, txnID, eventID, ts)
 }
 
 // AliasCreate maps an alias to a room; ErrConflict if taken.

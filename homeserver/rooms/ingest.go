@@ -552,18 +552,14 @@ func (b *batch) advanceHead(h *head, ev *Event, prevIDs []string) error {
 	for _, p := range prevIDs {
 		prevSet[p] = true
 	}
-	var removed []int64
 	var kept []*Event
 	extendsAll := true
 	for _, x := range h.extrem {
-		if prevSet[x.EventID] {
-			removed = append(removed, x.NID)
-		} else {
+		if !prevSet[x.EventID] {
 			kept = append(kept, x)
 			extendsAll = false
 		}
 	}
-	b.e.store.AddExtremities(b.sql, h.meta.NID, removed, ev.NID)
 	h.extrem = append(kept, ev)
 	newState := *ev.StateAfter
 	if !extendsAll && h.stateNID != 0 && h.stateNID != newState {
@@ -577,7 +573,7 @@ func (b *batch) advanceHead(h *head, ev *Event, prevIDs []string) error {
 	}
 	h.maxDepth = max(h.maxDepth, ev.Depth)
 	h.lastEvent = ev.NID
-	b.e.store.AddRoomHead(b.sql, h.meta.NID, h.stateNID, h.maxDepth, h.lastEvent, deref(ev.StreamPos))
+	h.moved, h.lastStream = true, max(h.lastStream, deref(ev.StreamPos))
 	if ev.Type == "m.room.redaction" {
 		return b.applyRedaction(h, ev)
 	}

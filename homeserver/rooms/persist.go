@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -63,6 +64,14 @@ type head struct {
 	extrem    []*Event
 	state     map[storage.StateKey]*Event // current state cache; nil value: known unset
 	create    *Event
+
+	// Within a batch: the extremities the database holds (as loaded),
+	// whether the head moved, and the newest stream position it reached.
+	// The batch writes extremities and the room row once per room at its
+	// end (flushHeads), not once per event.
+	dbExtrem   []int64
+	moved      bool
+	lastStream int64
 }
 
 func (h *head) clone() *head {
@@ -236,6 +245,7 @@ func (p *persister) run(ctx context.Context, reqs []*request) ([]result, []*Even
 			}
 			results[i] = res
 		}
+		b.flushHeads()
 		if p.e.hooks.InTx != nil && len(b.events) > 0 {
 			if err := p.e.hooks.InTx(ctx, tx, b.sql, b.events); err != nil {
 				return err
@@ -366,6 +376,7 @@ func (b *batch) head(m *roomMeta) (*head, error) {
 	}
 	if h, ok := b.p.heads.Get(m.NID); ok && h.lastEvent == room.LastEvent && h.stateNID == room.StateNID {
 		h = h.clone()
+		h.dbExtrem, h.moved, h.lastStream = extremNIDs(h.extrem), false, 0
 		b.heads[m.NID] = h
 		return h, nil
 	}
@@ -394,8 +405,42 @@ func (b *batch) head(m *roomMeta) (*head, error) {
 			h.extrem = append(h.extrem, ev)
 		}
 	}
+	h.dbExtrem = extremNIDs(h.extrem)
 	b.heads[m.NID] = h
 	return h, nil
+}
+
+func extremNIDs(evs []*Event) []int64 {
+	out := make([]int64, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.NID
+	}
+	return out
+}
+
+// flushHeads queues, for each room the batch moved, the change of its
+// extremities from what the database holds and the update of its row.
+func (b *batch) flushHeads() {
+	for _, h := range b.heads {
+		if !h.moved {
+			continue
+		}
+		now := extremNIDs(h.extrem)
+		var removed []int64
+		for _, x := range h.dbExtrem {
+			if !slices.Contains(now, x) {
+				removed = append(removed, x)
+			}
+		}
+		var added []int64
+		for _, x := range now {
+			if !slices.Contains(h.dbExtrem, x) {
+				added = append(added, x)
+			}
+		}
+		b.e.store.AddExtremities(b.sql, h.meta.NID, removed, added)
+		b.e.store.AddRoomHead(b.sql, h.meta.NID, h.stateNID, h.maxDepth, h.lastEvent, h.lastStream)
+	}
 }
 
 // stateGet returns a current state event of the head's room (nil: unset).
@@ -432,10 +477,10 @@ func (b *batch) apply(r *request) (result, error) {
 		if err != nil {
 			return result{}, err
 		}
-		saved, mark, nEvents := h.clone(), b.sql.Len(), len(b.events)
+		saved, mark, nEvents := h.clone(), b.sql.Mark(), len(b.events)
 		res, err := b.ingest(r)
 		if err != nil {
-			b.sql.Truncate(mark)
+			b.sql.Rewind(mark)
 			b.events = b.events[:nEvents]
 			b.heads[m.NID] = saved
 			return result{}, err
@@ -447,7 +492,7 @@ func (b *batch) apply(r *request) (result, error) {
 			return result{dup: ev}, nil
 		}
 	}
-	mark := b.sql.Len()
+	mark := b.sql.Mark()
 	nEvents := len(b.events)
 	var m *roomMeta
 	var h *head
@@ -473,7 +518,7 @@ func (b *batch) apply(r *request) (result, error) {
 		if err != nil {
 			if _, ok := mxerr.As(err); ok {
 				// Undo this request's queued writes and head changes.
-				b.sql.Truncate(mark)
+				b.sql.Rewind(mark)
 				b.events = b.events[:nEvents]
 				b.heads[m.NID] = saved
 			}
@@ -575,16 +620,11 @@ func (b *batch) write(h *head, ev *Event, authNIDs []int64) error {
 		prevIDs[i] = string(pid)
 	}
 	b.e.store.AddEdges(b.sql, ev.NID, prevIDs, authNIDs)
-	old := make([]int64, len(h.extrem))
-	for i, x := range h.extrem {
-		old[i] = x.NID
-	}
-	b.e.store.AddExtremities(b.sql, h.meta.NID, old, ev.NID)
 	h.extrem = []*Event{ev}
 	h.stateNID = after
 	h.maxDepth = max(h.maxDepth, ev.Depth)
 	h.lastEvent = ev.NID
-	b.e.store.AddRoomHead(b.sql, h.meta.NID, h.stateNID, h.maxDepth, h.lastEvent, pos)
+	h.moved, h.lastStream = true, max(h.lastStream, pos)
 	if ev.Type == "m.room.redaction" {
 		if err := b.applyRedaction(h, ev); err != nil {
 			return err

@@ -219,11 +219,7 @@ func (e *Engine) Members(ctx context.Context, user, roomID string, q MembersQuer
 // snapshotAtStream returns the room state after its last event at or
 // before a stream position (0 if none).
 func (e *Engine) snapshotAtStream(ctx context.Context, m *roomMeta, stream int64) (int64, error) {
-	evs, err := e.store.TimelineByStream(ctx, m.NID, -1, stream, 1)
-	if err != nil || len(evs) == 0 {
-		return 0, err
-	}
-	return deref(evs[0].StateAfter), nil
+	return e.store.StateAfterAtStream(ctx, m.NID, stream)
 }
 
 // JoinedMember is an entry of /joined_members.

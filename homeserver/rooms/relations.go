@@ -94,8 +94,19 @@ func (e *Engine) aggregate(ctx context.Context, user string, ignored map[string]
 	for i := range out {
 		out[i] = map[string]any{}
 	}
+	all := make([]string, len(parents))
+	for i, p := range parents {
+		all[i] = p.EventID
+	}
+	having, err := e.store.WithBundledRelations(ctx, all)
+	if err != nil || len(having) == 0 {
+		return out, err
+	}
 	var ids, roots, editable []string
 	for _, p := range parents {
+		if !having[p.EventID] {
+			continue
+		}
 		ids = append(ids, p.EventID)
 		if p.RelType == nil {
 			roots = append(roots, p.EventID)

@@ -184,7 +184,7 @@ func (e *Engine) SyncRoom(ctx context.Context, q SyncRoomQuery) (*SyncRoom, erro
 	if out.State, err = e.syncState(ctx, m, q, tl, lower, upper); err != nil {
 		return nil, err
 	}
-	if q.Membership.Membership == "join" {
+	if q.Membership.Membership == "join" && (q.Initial || q.FullState || touchesSummary(tl, out.State)) {
 		if out.Summary, err = e.summary(ctx, m, q.Who.UserID); err != nil {
 			return nil, err
 		}
@@ -373,6 +373,26 @@ func (e *Engine) heroes(ctx context.Context, m *roomMeta, user string, state Sta
 	return out
 }
 
+// touchesSummary reports whether an incremental window changed what the
+// room summary is made of (members, name, canonical alias); clients keep
+// the summary they have otherwise, as the spec's "if changed" allows.
+func touchesSummary(tl []*Event, state []*ClientEvent) bool {
+	affects := func(typ string) bool {
+		return typ == "m.room.member" || typ == "m.room.name" || typ == "m.room.canonical_alias"
+	}
+	for _, ev := range tl {
+		if ev.StateKey != nil && affects(ev.Type) {
+			return true
+		}
+	}
+	for _, ev := range state {
+		if affects(ev.Type) {
+			return true
+		}
+	}
+	return false
+}
+
 // summary returns the room summary for a member.
 func (e *Engine) summary(ctx context.Context, m *roomMeta, user string) (*Summary, error) {
 	joined, invited, err := e.store.MemberCounts(ctx, m.NID)
@@ -439,22 +459,22 @@ func (e *Engine) MemberChangesIn(ctx context.Context, roomID string, from, to in
 	if err != nil {
 		return nil, nil, err
 	}
-	rows, err := e.store.TimelineByStream(ctx, m.NID, from, to, 1000)
+	rows, err := e.store.MemberChangesBetween(ctx, m.NID, from, to)
 	if err != nil {
 		return nil, nil, err
 	}
 	// Newest first: the first event seen for a user is their latest.
 	seen := map[string]bool{}
 	for _, r := range rows {
-		if r.Type != "m.room.member" || r.StateKey == nil || seen[*r.StateKey] {
+		if seen[r.UserID] {
 			continue
 		}
-		seen[*r.StateKey] = true
-		switch deref2(r.Membership) {
+		seen[r.UserID] = true
+		switch r.Membership {
 		case "join":
-			joined = append(joined, *r.StateKey)
+			joined = append(joined, r.UserID)
 		case "leave", "ban":
-			left = append(left, *r.StateKey)
+			left = append(left, r.UserID)
 		}
 	}
 	return joined, left, nil

@@ -1,0 +1,70 @@
+package storage_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/parley-chat/parley/storage"
+	"github.com/parley-chat/parley/storage/storagetest"
+)
+
+// TestBatchRows checks that rows queued one by one go in where the first
+// was queued, in chunks of every size, and that rewinding drops exactly
+// what came after the mark.
+func TestBatchRows(t *testing.T) {
+	ins := storage.NewRowInsert("server_settings", "name, value", 2, "")
+	cases := []struct {
+		name       string
+		rows, keep int // rows queued, rows kept by a rewind (-1: no rewind)
+		anchorLast bool
+	}{
+		{"one row", 1, -1, false},
+		{"a chunk and powers of two", 32 + 16 + 4 + 1, -1, false},
+		{"rewind inside the rows", 40, 23, false},
+		{"rewind before the first row", 5, 0, false},
+		{"a statement after the rows sees them", 3, -1, true},
+	}
+	storagetest.ForEach(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		for ci, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				prefix := fmt.Sprintf("batch%d-", ci)
+				want := c.rows
+				err := db.Write(ctx, func(tx *storage.Tx) error {
+					b := &storage.Batch{}
+					var mark storage.Mark
+					for i := range c.rows {
+						if i == c.keep {
+							mark = b.Mark()
+						}
+						b.AddRow(ins, fmt.Sprintf("%s%03d", prefix, i), "v")
+					}
+					if c.keep >= 0 {
+						b.Rewind(mark)
+						want = c.keep
+					}
+					if c.anchorLast {
+						// Queued after the rows: runs after all of them.
+						b.Add(`UPDATE server_settings SET value = 'w' WHERE name LIKE $1`, prefix+"%")
+					}
+					return tx.ExecBatch(ctx, b)
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var n, w int
+				if err := db.Read().QueryRow(ctx, `SELECT COUNT(*), COALESCE(SUM(CASE WHEN value = 'w' THEN 1 ELSE 0 END), 0)
+					FROM server_settings WHERE name LIKE $1`, prefix+"%").Scan(&n, &w); err != nil {
+					t.Fatal(err)
+				}
+				if n != want {
+					t.Fatalf("%d rows stored, want %d", n, want)
+				}
+				if c.anchorLast && w != want {
+					t.Fatalf("the later statement saw %d rows, want %d", w, want)
+				}
+			})
+		}
+	})
+}
