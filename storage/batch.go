@@ -156,5 +156,3 @@ func (tx *Tx) Lock(ctx context.Context, key int64) error {
 	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, key)
 	return err
 }
-
-
