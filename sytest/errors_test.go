@@ -1,7 +1,9 @@
 package sytest
 
 import (
+	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -83,5 +85,34 @@ func TestRateLimits(t *testing.T) {
 		if !regLimited {
 			t.Fatal("registration availability checks were never limited")
 		}
+	})
+}
+
+// TestNonCanonicalContent sends content canonical JSON cannot carry: each
+// is refused with M_BAD_JSON, on every path that builds an event, and the
+// room goes on working.
+func TestNonCanonicalContent(t *testing.T) {
+	ForEachDialect(t, func(t *testing.T, dialect string) {
+		t.Parallel()
+		s := Shared(t, dialect)
+		u := s.Register(t, "canon")
+		room := u.createRoom(t, map[string]any{})
+		bodies := []string{
+			`{"n":12345678901234567890}`,
+			`{"n":9007199254740992}`,
+			`{"n":1.5}`,
+			`{"n":1e3}`,
+			`{"s":"\ud800"}`,
+			`{"a":1,"a":2}`,
+		}
+		for i, b := range bodies {
+			MustErr(t, u.Do(t, "PUT", v3+"/rooms/"+room+"/send/m.test/canon"+strconv.Itoa(i), json.RawMessage(b)), 400, "M_BAD_JSON")
+			MustErr(t, u.Do(t, "PUT", v3+"/rooms/"+room+"/state/m.test/k"+strconv.Itoa(i), json.RawMessage(b)), 400, "M_BAD_JSON")
+		}
+		MustErr(t, u.Do(t, "POST", v3+"/createRoom", map[string]any{
+			"initial_state": []any{map[string]any{"type": "m.test", "state_key": "", "content": json.RawMessage(`{"f":0.25}`)}},
+		}), 400, "M_BAD_JSON")
+		MustErr(t, u.Do(t, "POST", v3+"/createRoom", map[string]any{"creation_content": json.RawMessage(`{"f":0.25}`)}), 400, "M_BAD_JSON")
+		Must(t, u.Do(t, "PUT", v3+"/rooms/"+room+"/send/m.test/canon-ok", json.RawMessage(`{"n":9007199254740991}`)), 200)
 	})
 }

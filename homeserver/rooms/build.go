@@ -43,6 +43,9 @@ func (s *Signer) build(version id.RoomVersion, roomID string, p Proto, prev, aut
 	if len(content) == 0 {
 		content = json.RawMessage("{}")
 	}
+	if err := checkCanonical(content); err != nil {
+		return nil, err
+	}
 	var redacts *id.EventID
 	if p.Type == "m.room.redaction" && p.Redacts != "" {
 		if version.RedactsInContent() {

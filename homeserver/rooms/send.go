@@ -104,7 +104,7 @@ func validateSend(p SendParams) error {
 	if !gjson.ValidBytes(p.Content) || !gjson.ParseBytes(p.Content).IsObject() {
 		return mxerr.BadJSON("Event content must be a JSON object")
 	}
-	return nil
+	return checkCanonical(p.Content)
 }
 
 // Send appends a message or state event from a local user and returns its
