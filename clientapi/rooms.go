@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/parley-chat/parley/homeserver/filter"
+	"github.com/parley-chat/parley/homeserver/ratelimit"
 	"github.com/parley-chat/parley/homeserver/rooms"
 	"github.com/parley-chat/parley/internal/httpapi"
 	"github.com/parley-chat/parley/internal/mxerr"
@@ -169,6 +170,9 @@ func (a *API) send(w http.ResponseWriter, r *http.Request, d *deviceT) error {
 	if err != nil {
 		return err
 	}
+	if err := a.limits.Allow(r.Context(), ratelimit.MessagesPerUser, d.UserID); err != nil {
+		return err
+	}
 	body, err := httpapi.ReadBody(r)
 	if err != nil {
 		return err
@@ -238,6 +242,9 @@ func (a *API) getStateEvent(w http.ResponseWriter, r *http.Request, d *deviceT) 
 func (a *API) redact(w http.ResponseWriter, r *http.Request, d *deviceT) error {
 	id, err := roomID(r)
 	if err != nil {
+		return err
+	}
+	if err := a.limits.Allow(r.Context(), ratelimit.MessagesPerUser, d.UserID); err != nil {
 		return err
 	}
 	var b struct {

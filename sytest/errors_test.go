@@ -55,6 +55,23 @@ func TestRateLimits(t *testing.T) {
 	ForEachDialect(t, func(t *testing.T, dialect string) {
 		t.Parallel()
 		s := StartServer(t, Options{Dialect: dialect, Env: map[string]string{"PARLEY_RATE_LIMITS": "on"}})
+		// Messages per user: a burst of 50, then 10 a second; the WebSocket
+		// path shares the budget (websocket_test.go).
+		u := s.Register(t, "rl")
+		room := u.createRoom(t, map[string]any{})
+		var sendLimited *Response
+		for i := 0; i < 80 && sendLimited == nil; i++ {
+			r := u.Do(t, "PUT", v3+"/rooms/"+room+"/send/m.room.message/rl"+strconv.Itoa(i), map[string]any{"msgtype": "m.text", "body": "x"})
+			if r.Status == http.StatusTooManyRequests {
+				sendLimited = r
+				break
+			}
+			Must(t, r, 200)
+		}
+		if sendLimited == nil {
+			t.Fatal("80 messages in a row were never limited")
+		}
+		MustErr(t, sendLimited, 429, "M_LIMIT_EXCEEDED")
 		var limited *Response
 		for i := 0; i < 10; i++ {
 			r := s.Do(t, "POST", v3+"/login", "", map[string]any{
