@@ -38,6 +38,9 @@ type Config struct {
 	// RoomVersions lists the room versions the server can create and join.
 	RoomVersions       map[string]string
 	DefaultRoomVersion string
+	// SocketsPerDevice bounds a device's WebSocket connections on this
+	// instance (0: DefaultSocketsPerDevice).
+	SocketsPerDevice int
 }
 
 // Deps are the engines the client API calls.

@@ -23,6 +23,7 @@ package clientapi
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -72,6 +73,13 @@ const (
 	// CloseTooSlow closes a socket whose client did not read a frame
 	// within the write timeout.
 	CloseTooSlow = 4008
+	// CloseReplaced closes a device's oldest socket when it opens more
+	// than its limit on one instance.
+	CloseReplaced = 4009
+	// DefaultSocketsPerDevice bounds one device's sockets on an instance
+	// unless configured otherwise: a client that leaks sockets loses its
+	// oldest ones, not the server its memory.
+	DefaultSocketsPerDevice = 8
 
 	wsReadBuffer  = 512
 	wsWriteBuffer = 8 << 10
@@ -158,6 +166,8 @@ type gateway struct {
 
 	mu           sync.Mutex
 	conns        map[*wsConn]struct{}
+	byDevice     map[string][]*wsConn // "user|device" → sockets, oldest first
+	perDevice    int
 	shuttingDown bool
 	hookOnce     sync.Once
 }
@@ -167,6 +177,7 @@ func (a *API) websocketRoutes(r *mux.Router) {
 	gw := newGateway(a.deps.Sync, a.deps.Rooms, a.limits)
 	gw.authenticate = a.accounts.Authenticate
 	gw.touch = a.touch
+	gw.perDevice = a.cfg.SocketsPerDevice
 	// Typed nils must not become non-nil interfaces.
 	if a.deps.Typing != nil {
 		gw.typing = a.deps.Typing
@@ -287,19 +298,43 @@ func (gw *gateway) hookShutdown(r *http.Request) {
 
 func (gw *gateway) track(c *wsConn) bool {
 	gw.mu.Lock()
-	defer gw.mu.Unlock()
 	if gw.shuttingDown {
+		gw.mu.Unlock()
 		return false
 	}
 	gw.conns[c] = struct{}{}
+	if gw.byDevice == nil {
+		gw.byDevice = map[string][]*wsConn{}
+	}
+	k := c.deviceKey()
+	socks := append(gw.byDevice[k], c)
+	var evict []*wsConn
+	if limit := cmp.Or(gw.perDevice, DefaultSocketsPerDevice); len(socks) > limit {
+		evict = append(evict, socks[:len(socks)-limit]...)
+		socks = append([]*wsConn(nil), socks[len(socks)-limit:]...)
+	}
+	gw.byDevice[k] = socks
+	gw.mu.Unlock()
+	for _, old := range evict {
+		old.closeWith(CloseReplaced, "too many sockets for this device")
+	}
 	return true
 }
 
 func (gw *gateway) forget(c *wsConn) {
 	gw.mu.Lock()
 	delete(gw.conns, c)
+	k := c.deviceKey()
+	socks := slices.DeleteFunc(gw.byDevice[k], func(x *wsConn) bool { return x == c })
+	if len(socks) == 0 {
+		delete(gw.byDevice, k)
+	} else {
+		gw.byDevice[k] = socks
+	}
 	gw.mu.Unlock()
 }
+
+func (c *wsConn) deviceKey() string { return c.dev.UserID + "|" + c.dev.DeviceID }
 
 // shutdown closes every socket with 1001 (going away); clients reconnect
 // elsewhere with their last next_batch.

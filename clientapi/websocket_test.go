@@ -733,6 +733,26 @@ func testWebSocketTokenRevoked(t *testing.T, split bool) {
 	}
 }
 
+// TestWebSocketSocketsPerDevice opens one socket more than a device may
+// hold: the oldest is closed with 4009, the others stay open.
+func TestWebSocketSocketsPerDevice(t *testing.T) {
+	tg := newTestGateway(t, nil)
+	var cs []*testClient
+	for i := range DefaultSocketsPerDevice {
+		cs = append(cs, tg.dial(t))
+		waitFor(t, "the socket to register", func() bool { return tg.gw.count() == i+1 })
+	}
+	cs = append(cs, tg.dial(t))
+	if code := cs[0].closeCode(); code != CloseReplaced {
+		t.Fatalf("oldest socket: close code %d, want %d", code, CloseReplaced)
+	}
+	waitFor(t, "the oldest socket to end", func() bool { return tg.gw.count() == DefaultSocketsPerDevice })
+	// The newest still works.
+	last := cs[len(cs)-1]
+	last.write(`{"type":"sync"}`)
+	last.read()
+}
+
 func TestWebSocketShutdown(t *testing.T) {
 	tg := newTestGateway(t, nil)
 	c := tg.dial(t)

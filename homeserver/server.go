@@ -171,6 +171,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (s *Server, 
 		UnstableFeatures:   s.unstable,
 		RoomVersions:       roomVersions(),
 		DefaultRoomVersion: string(rooms.DefaultVersion),
+		SocketsPerDevice:   cfg.WebSocketSocketsPerDevice,
 	}, s.deps)
 	s.routes = append(s.routes, s.client.Routes)
 	if err := s.jobs.Build(storage.JobsConfig{

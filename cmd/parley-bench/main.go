@@ -19,7 +19,9 @@
 // per connection (-pid required). Each connection costs a file
 // descriptor on both sides: the tool raises its own limit to the hard
 // maximum, but the server needs `ulimit -n` above N too (and both hard
-// limits must allow it).
+// limits must allow it). Each user's connections share one device, so a
+// Parley server needs PARLEY_WEBSOCKET_SOCKETS_PER_DEVICE at or above
+// N / -idle-users (8 by default; more close the oldest with 4009).
 //
 // Examples:
 //

@@ -79,6 +79,9 @@ type Config struct {
 	Metrics Switch `yaml:"metrics" env:"PARLEY_METRICS"`
 	// Presence is on (default) or off.
 	Presence Switch `yaml:"presence" env:"PARLEY_PRESENCE"`
+	// WebSocketSocketsPerDevice bounds one device's sockets on an
+	// instance; a device opening more loses its oldest.
+	WebSocketSocketsPerDevice int `yaml:"websocket_sockets_per_device" env:"PARLEY_WEBSOCKET_SOCKETS_PER_DEVICE"`
 	// PprofListen serves Go's /debug/pprof profiles on this address when
 	// set (keep it on loopback: profiles reveal internals).
 	PprofListen string `yaml:"pprof_listen" env:"PARLEY_PPROF_LISTEN"`
@@ -209,21 +212,22 @@ func (d Duration) Std() time.Duration { return time.Duration(d) }
 // dataDir.
 func Default(dataDir string) *Config {
 	return &Config{
-		ServerName:          "localhost",
-		DataDir:             dataDir,
-		Listen:              "127.0.0.1:8008",
-		DatabaseMaxConns:    16,
-		SQLiteSynchronous:   "FULL",
-		LogLevel:            "info",
-		LogFormat:           "text",
-		Registration:        "closed",
-		RateLimits:          true,
-		AccessTokenLifetime: Duration(5 * time.Minute),
-		MaxRequestBytes:     1 << 20,
-		MinPasswordLength:   8,
-		PasswordHashing:     PasswordHashing{MemoryKiB: 19 * 1024, Iterations: 2, Parallelism: 1},
-		Metrics:             true,
-		Presence:            true,
+		ServerName:                "localhost",
+		DataDir:                   dataDir,
+		Listen:                    "127.0.0.1:8008",
+		DatabaseMaxConns:          16,
+		SQLiteSynchronous:         "FULL",
+		LogLevel:                  "info",
+		LogFormat:                 "text",
+		Registration:              "closed",
+		RateLimits:                true,
+		AccessTokenLifetime:       Duration(5 * time.Minute),
+		MaxRequestBytes:           1 << 20,
+		MinPasswordLength:         8,
+		PasswordHashing:           PasswordHashing{MemoryKiB: 19 * 1024, Iterations: 2, Parallelism: 1},
+		Metrics:                   true,
+		Presence:                  true,
+		WebSocketSocketsPerDevice: 8,
 		Media: MediaConfig{
 			MaxUploadBytes:     100 << 20,
 			MaxPendingUploads:  10,
@@ -480,6 +484,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRequestBytes < 64<<10 {
 		bad("max_request_bytes", "%d is below 65536, the size of one event", c.MaxRequestBytes)
+	}
+	if c.WebSocketSocketsPerDevice < 1 {
+		bad("websocket_sockets_per_device", "must be at least 1")
 	}
 	if c.MinPasswordLength < 1 {
 		bad("min_password_length", "must be at least 1")

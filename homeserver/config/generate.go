@@ -101,6 +101,10 @@ metrics: {{sw .Metrics}}
 # Presence (online / unavailable / offline and last seen).
 presence: {{sw .Presence}}
 
+# The most WebSocket connections one device may hold on this instance; a
+# device opening more loses its oldest (close code 4009).
+websocket_sockets_per_device: {{.WebSocketSocketsPerDevice}}
+
 # Serve Go's /debug/pprof profiles on this address (empty: off). Keep it on
 # loopback: profiles reveal the server's internals.
 pprof_listen: {{q .PprofListen}}
