@@ -175,6 +175,62 @@ func (p *Push) AddPushActions(b *Batch, rows []PushAction) {
 	}
 }
 
+// SharedPushAction is one event's push actions shared by the room's local
+// members: all those joined before the event but the Skips get them.
+type SharedPushAction struct {
+	RoomNID, StreamPos int64
+	ThreadID           string
+	Highlight          bool
+	Actions            string
+	TS                 int64
+	Skips              []string
+}
+
+var (
+	insertSharedActions = NewRowInsert("push_shared_actions", "room_nid, stream_pos, thread_id, highlight, actions, ts", 6,
+		"ON CONFLICT (room_nid, stream_pos) DO NOTHING")
+	insertSharedSkips = NewRowInsert("push_shared_skips", "room_nid, stream_pos, user_id", 3, "ON CONFLICT DO NOTHING")
+)
+
+// AddSharedPushActions queues inserting shared push actions into b.
+func (p *Push) AddSharedPushActions(b *Batch, rows []SharedPushAction) {
+	for _, r := range rows {
+		b.AddRow(insertSharedActions, r.RoomNID, r.StreamPos, r.ThreadID, r.Highlight, r.Actions, r.TS)
+		for _, u := range r.Skips {
+			b.AddRow(insertSharedSkips, r.RoomNID, r.StreamPos, u)
+		}
+	}
+}
+
+// MembershipStarts returns, for each given room the user is joined to,
+// the stream position of the join that began their current membership
+// (profile changes are joins too: the run starts after the newest
+// non-join membership event). Rooms the user never joined are absent.
+func (p *Push) MembershipStarts(ctx context.Context, userID string, roomIDs []string) (map[string]int64, error) {
+	out := map[string]int64{}
+	err := queryIn(ctx, p.db.Read(), `SELECT r.room_id, (
+			SELECT MIN(j.stream_pos) FROM events j
+			WHERE j.type = 'm.room.member' AND j.state_key = $1 AND +j.room_nid = r.room_nid AND j.membership = 'join'
+				AND j.stream_pos > COALESCE((SELECT MAX(x.stream_pos) FROM events x
+					WHERE x.type = 'm.room.member' AND x.state_key = $1 AND +x.room_nid = r.room_nid
+						AND x.membership <> 'join' AND x.stream_pos IS NOT NULL), 0))
+		FROM rooms r WHERE r.room_id IN (IN)`, []any{userID}, roomIDs, func(r Rows) error {
+		var room string
+		var start *int64
+		if err := r.Scan(&room, &start); err != nil {
+			return err
+		}
+		if start != nil {
+			out[room] = *start
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("membership starts: %w", err)
+	}
+	return out, nil
+}
+
 // OwnRead is the newest event a user sent in a room's thread ("main" for
 // the main timeline).
 type OwnRead struct {
@@ -237,6 +293,10 @@ type PushCount struct {
 type PushAfter struct {
 	RoomID, ThreadID string
 	After            int64
+	// SharedFrom bounds shared rows too: only those after it count (the
+	// start of the user's membership; beyond every position when the
+	// user is not joined).
+	SharedFrom int64
 }
 
 // countChunk bounds the rooms or threads one count query carries.
@@ -282,19 +342,32 @@ func (p *Push) pushCounts(ctx context.Context, userID string, want []PushAfter, 
 				vals.WriteString(", ")
 			}
 			n := len(args)
-			fmt.Fprintf(&vals, "(CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS BIGINT))", n+1, n+2, n+3)
-			args = append(args, w.RoomID, w.ThreadID, w.After)
+			fmt.Fprintf(&vals, "(CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS BIGINT), CAST($%d AS BIGINT))", n+1, n+2, n+3, n+4)
+			args = append(args, w.RoomID, w.ThreadID, w.After, w.SharedFrom)
 		}
-		join := ``
+		join, sjoin := ``, ``
 		if threads {
-			join = ` AND a.thread_id = w.thread_id`
+			join, sjoin = ` AND a.thread_id = w.thread_id`, ` AND s.thread_id = w.thread_id`
 		}
-		q := `WITH w (room_id, thread_id, after_pos) AS (VALUES ` + vals.String() + `)
-			SELECT w.room_id, a.thread_id, COUNT(*), SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END)
-			FROM w JOIN rooms r ON r.room_id = w.room_id
-			JOIN push_actions a ON a.user_id = $1 AND a.room_nid = r.room_nid` + join + ` AND a.stream_pos > w.after_pos
-				AND a.stream_pos <= $2
-			GROUP BY w.room_id, a.thread_id`
+		// The user's own rows, and the rows shared by the room's members
+		// that do not skip them: callers give positions no earlier than
+		// the start of the user's membership (MembershipStarts).
+		q := `WITH w (room_id, thread_id, after_pos, shared_from) AS (VALUES ` + vals.String() + `)
+			SELECT room_id, thread_id, CAST(SUM(n) AS BIGINT), CAST(SUM(h) AS BIGINT) FROM (
+				SELECT w.room_id, a.thread_id, COUNT(*) AS n, SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END) AS h
+				FROM w JOIN rooms r ON r.room_id = w.room_id
+				JOIN push_actions a ON a.user_id = $1 AND a.room_nid = r.room_nid` + join + ` AND a.stream_pos > w.after_pos
+					AND a.stream_pos <= $2
+				GROUP BY w.room_id, a.thread_id
+				UNION ALL
+				SELECT w.room_id, s.thread_id, COUNT(*), SUM(CASE WHEN s.highlight THEN 1 ELSE 0 END)
+				FROM w JOIN rooms r ON r.room_id = w.room_id
+				JOIN push_shared_actions s ON s.room_nid = r.room_nid` + sjoin + ` AND s.stream_pos > w.after_pos
+					AND s.stream_pos > w.shared_from AND s.stream_pos <= $2
+				WHERE NOT EXISTS (SELECT 1 FROM push_shared_skips k
+					WHERE k.room_nid = s.room_nid AND k.stream_pos = s.stream_pos AND k.user_id = $1)
+				GROUP BY w.room_id, s.thread_id
+			) c GROUP BY room_id, thread_id`
 		rows, err := p.db.Read().Query(ctx, q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("push counts: %w", err)
@@ -319,18 +392,50 @@ func (p *Push) pushCounts(ctx context.Context, userID string, want []PushAfter, 
 }
 
 // NotificationsPage returns a user's push actions before a stream
-// position (0: from the newest), newest first.
-func (p *Push) NotificationsPage(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]PushAction, error) {
+// position (0: from the newest), newest first: their own rows, and the
+// shared rows of the rooms in joined after each room's After (the start
+// of the user's membership there) that do not skip them.
+func (p *Push) NotificationsPage(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool, joined []PushAfter) ([]PushAction, error) {
 	if before <= 0 {
 		before = 1 << 62
 	}
-	hl := ""
+	hl, shl := "", ""
 	if onlyHighlight {
-		hl = " AND a.highlight"
+		hl, shl = " AND a.highlight", " AND s.highlight"
 	}
-	rows, err := p.db.Read().Query(ctx, `SELECT r.room_id, a.stream_pos, e.event_id, a.thread_id, a.highlight, a.actions, a.ts
+	args := []any{userID, before, limit}
+	q := `SELECT r.room_id, a.stream_pos, e.event_id, a.thread_id, a.highlight, a.actions, a.ts
 		FROM push_actions a JOIN rooms r ON r.room_nid = a.room_nid JOIN events e ON e.stream_pos = a.stream_pos
-		WHERE a.user_id = $1 AND a.stream_pos < $2`+hl+` ORDER BY a.stream_pos DESC LIMIT $3`, userID, before, limit)
+		WHERE a.user_id = $1 AND a.stream_pos < $2` + hl
+	if len(joined) > 0 {
+		// Few statement shapes: the list is padded to a power of two
+		// with rows that match nothing.
+		size := inSize(len(joined))
+		var vals strings.Builder
+		for i := range size {
+			w := PushAfter{}
+			if i < len(joined) {
+				w = joined[i]
+			}
+			if i > 0 {
+				vals.WriteString(", ")
+			}
+			n := len(args)
+			fmt.Fprintf(&vals, "(CAST($%d AS TEXT), CAST($%d AS BIGINT))", n+1, n+2)
+			args = append(args, w.RoomID, w.After)
+		}
+		q = `WITH j (room_id, start_pos) AS (VALUES ` + vals.String() + `)
+		` + q + `
+		UNION ALL
+		SELECT r.room_id, s.stream_pos, e.event_id, s.thread_id, s.highlight, s.actions, s.ts
+		FROM j JOIN rooms r ON r.room_id = j.room_id
+		JOIN push_shared_actions s ON s.room_nid = r.room_nid AND s.stream_pos > j.start_pos AND s.stream_pos < $2` + shl + `
+		JOIN events e ON e.stream_pos = s.stream_pos
+		WHERE NOT EXISTS (SELECT 1 FROM push_shared_skips k
+			WHERE k.room_nid = s.room_nid AND k.stream_pos = s.stream_pos AND k.user_id = $1)`
+	}
+	q += ` ORDER BY 2 DESC LIMIT $3`
+	rows, err := p.db.Read().Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("notifications: %w", err)
 	}
@@ -344,6 +449,49 @@ func (p *Push) NotificationsPage(ctx context.Context, userID string, before int6
 		out = append(out, a)
 	}
 	return out, rows.Err()
+}
+
+// SharedPushRooms lists, in order after the given room, rooms with shared
+// push actions older than olderThan (ms): the candidates for pruning.
+func (p *Push) SharedPushRooms(ctx context.Context, afterNID int64, olderThan int64, limit int) ([]PushUserRoom, error) {
+	rows, err := p.db.Read().Query(ctx, `SELECT s.room_nid, r.room_id FROM (
+			SELECT room_nid FROM push_shared_actions WHERE room_nid > $1
+			GROUP BY room_nid HAVING MIN(ts) < $2 ORDER BY room_nid LIMIT $3) s
+		JOIN rooms r ON r.room_nid = s.room_nid ORDER BY s.room_nid`, afterNID, olderThan, limit)
+	if err != nil {
+		return nil, fmt.Errorf("shared push rooms: %w", err)
+	}
+	defer rows.Close()
+	var out []PushUserRoom
+	for rows.Next() {
+		var ur PushUserRoom
+		if err := rows.Scan(&ur.RoomNID, &ur.RoomID); err != nil {
+			return nil, fmt.Errorf("shared push rooms: %w", err)
+		}
+		out = append(out, ur)
+	}
+	return out, rows.Err()
+}
+
+// SharedPushPrune deletes a room's shared push actions (and their skips)
+// older than olderThan and at or before upTo. It returns how many went.
+func (p *Push) SharedPushPrune(ctx context.Context, roomNID, upTo, olderThan int64) (int64, error) {
+	var n int64
+	err := p.db.Write(ctx, func(tx *Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM push_shared_skips WHERE room_nid = $1 AND stream_pos IN (
+				SELECT stream_pos FROM push_shared_actions WHERE room_nid = $1 AND stream_pos <= $2 AND ts < $3)`,
+			roomNID, upTo, olderThan); err != nil {
+			return err
+		}
+		var err error
+		n, err = tx.Exec(ctx, `DELETE FROM push_shared_actions WHERE room_nid = $1 AND stream_pos <= $2 AND ts < $3`,
+			roomNID, upTo, olderThan)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune shared push actions: %w", err)
+	}
+	return n, nil
 }
 
 // PushUserRoom names one user's push actions in one room.

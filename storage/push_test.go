@@ -118,12 +118,12 @@ func TestPush(t *testing.T) {
 				t.Fatalf("many rooms %+v %v", counts, err)
 			}
 
-			page, err := p.NotificationsPage(ctx, alice, 0, 3, false)
+			page, err := p.NotificationsPage(ctx, alice, 0, 3, false, nil)
 			if err != nil || len(page) != 3 || page[0].StreamPos != 200 || page[1].StreamPos != 150 || page[0].Actions != `["notify"]` ||
 				page[0].RoomID != "!b:x" || page[0].EventID != "$e200" || page[1].RoomID != "!a:x" {
 				t.Fatalf("page %+v %v", page, err)
 			}
-			page, err = p.NotificationsPage(ctx, alice, 150, 2, true)
+			page, err = p.NotificationsPage(ctx, alice, 150, 2, true, nil)
 			if err != nil || len(page) != 2 || page[0].StreamPos != 140 || page[1].StreamPos != 130 || !page[0].Highlight {
 				t.Fatalf("highlight page %+v %v", page, err)
 			}

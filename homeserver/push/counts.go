@@ -31,6 +31,16 @@ func (e *Engine) Counts(ctx context.Context, user string, roomIDs []string, thre
 	rd := newReads(e, user)
 	seen := make(map[string]bool, len(roomIDs))
 	want := make([]storage.PushAfter, 0, len(roomIDs))
+	starts, err := e.store.MembershipStarts(ctx, user, roomIDs)
+	if err != nil {
+		return nil, err
+	}
+	sharedFrom := func(room string) int64 {
+		if s, ok := starts[room]; ok {
+			return s
+		}
+		return notJoined
+	}
 	for _, r := range roomIDs {
 		if seen[r] {
 			continue
@@ -40,7 +50,7 @@ func (e *Engine) Counts(ctx context.Context, user string, roomIDs []string, thre
 		if err != nil {
 			return nil, err
 		}
-		want = append(want, storage.PushAfter{RoomID: r, After: u})
+		want = append(want, storage.PushAfter{RoomID: r, After: u, SharedFrom: sharedFrom(r)})
 	}
 	first, err := e.countsAfter(ctx, user, want, false)
 	if err != nil || len(first) == 0 {
@@ -67,7 +77,7 @@ func (e *Engine) Counts(ctx context.Context, user string, roomIDs []string, thre
 			return nil, err
 		}
 		if upTo > rd.unthr[c.RoomID] {
-			recount = append(recount, storage.PushAfter{RoomID: c.RoomID, ThreadID: c.ThreadID, After: upTo})
+			recount = append(recount, storage.PushAfter{RoomID: c.RoomID, ThreadID: c.ThreadID, After: upTo, SharedFrom: sharedFrom(c.RoomID)})
 			continue
 		}
 		final = append(final, c)
@@ -94,6 +104,36 @@ func (e *Engine) Counts(ctx context.Context, user string, roomIDs []string, thre
 			rc.Highlight += c.Highlight
 		}
 		out[c.RoomID] = rc
+	}
+	return out, nil
+}
+
+// notJoined is the SharedFrom of rooms the user is not joined to: no
+// shared row counts for them.
+const notJoined = 1 << 62
+
+// joinedStarts lists the rooms the user is joined to with the start of
+// their membership, for reading shared rows.
+func (e *Engine) joinedStarts(ctx context.Context, user string) ([]storage.PushAfter, error) {
+	ms, err := e.rooms.MembershipsNow(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, m := range ms {
+		if m.Membership == "join" {
+			ids = append(ids, m.RoomID)
+		}
+	}
+	starts, err := e.store.MembershipStarts(ctx, user, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]storage.PushAfter, 0, len(starts))
+	for _, id := range ids {
+		if s, ok := starts[id]; ok {
+			out = append(out, storage.PushAfter{RoomID: id, After: s})
+		}
 	}
 	return out, nil
 }
@@ -220,9 +260,13 @@ func (e *Engine) Notifications(ctx context.Context, who rooms.Requester, q Notif
 	limit = min(limit, MaxNotificationsLimit)
 	page := &NotificationsPage{Notifications: []Notification{}}
 	rd := newReads(e, who.UserID)
+	joined, err := e.joinedStarts(ctx, who.UserID)
+	if err != nil {
+		return nil, err
+	}
 	for scan := 0; scan < maxNotificationScans && len(page.Notifications) < limit; scan++ {
 		want := limit - len(page.Notifications)
-		rows, err := e.store.NotificationsPage(ctx, who.UserID, before, want, q.Only == "highlight")
+		rows, err := e.store.NotificationsPage(ctx, who.UserID, before, want, q.Only == "highlight", joined)
 		if err != nil {
 			return nil, err
 		}
@@ -277,7 +321,7 @@ func (e *Engine) appendNotifications(ctx context.Context, who rooms.Requester, r
 type countKey struct {
 	user, room, thread string
 	threads            bool
-	after              int64
+	after, sharedFrom  int64
 }
 
 // countEntry is a cached count, complete up to stream position upTo.
@@ -304,7 +348,7 @@ func (e *Engine) countsAfter(ctx context.Context, user string, want []storage.Pu
 	}
 	now := e.now()
 	key := func(w storage.PushAfter) countKey {
-		k := countKey{user: user, room: w.RoomID, threads: threads, after: w.After}
+		k := countKey{user: user, room: w.RoomID, threads: threads, after: w.After, sharedFrom: w.SharedFrom}
 		if threads {
 			k.thread = w.ThreadID
 		}

@@ -351,3 +351,125 @@ func TestCountCacheTopsUp(t *testing.T) {
 		}
 	})
 }
+
+// TestSharedActions runs a room big enough for shared rows: one row for
+// the members who get the same actions, a row each for the others, and
+// counts bounded by when each member joined.
+func TestSharedActions(t *testing.T) {
+	storagetest.ForEach(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		en := newEnv(t, db)
+		u := func(n string) string { return "@" + n + ":" + server }
+		alice, bob, carol, dave, erin, gina := u("alice"), u("bob"), u("carol"), u("dave"), u("erin"), u("gina")
+		room, err := en.rooms.CreateRoom(ctx, alice, rooms.CreateRoomRequest{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		join := func(who string) {
+			t.Helper()
+			if _, err := en.rooms.Join(ctx, rooms.MembershipParams{RoomID: room, Sender: who}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, who := range []string{bob, carol, dave, erin} {
+			join(who)
+		}
+		rowsOf := func() (shared, own int) {
+			t.Helper()
+			if err := db.Read().QueryRow(ctx, `SELECT COUNT(*) FROM push_shared_actions`).Scan(&shared); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Read().QueryRow(ctx, `SELECT COUNT(*) FROM push_actions`).Scan(&own); err != nil {
+				t.Fatal(err)
+			}
+			return shared, own
+		}
+		check := func(name string, want map[string]RoomCounts) {
+			t.Helper()
+			for who, w := range want {
+				got := en.counts(t, who, room, false)
+				if got.Notification != w.Notification || got.Highlight != w.Highlight {
+					t.Fatalf("%s: %s has %+v, want %+v", name, who, got, w)
+				}
+			}
+		}
+
+		hello := en.send(t, room, alice, "m.room.message", msg("hello", nil))
+		if shared, own := rowsOf(); shared != 1 || own != 0 {
+			t.Fatalf("a plain message: %d shared rows, %d own rows; want 1 and 0", shared, own)
+		}
+		check("plain", map[string]RoomCounts{alice: {}, bob: {Notification: 1}, carol: {Notification: 1}, dave: {Notification: 1}, erin: {Notification: 1}})
+
+		// A mention: bob's own highlighting row, the others shared.
+		en.send(t, room, alice, "m.room.message", msg("bob!", map[string]any{"m.mentions": map[string]any{"user_ids": []string{bob}}}))
+		if shared, own := rowsOf(); shared != 2 || own != 1 {
+			t.Fatalf("a mention: %d shared rows, %d own rows; want 2 and 1", shared, own)
+		}
+		check("mention", map[string]RoomCounts{bob: {Notification: 2, Highlight: 1}, carol: {Notification: 2}})
+
+		// dave ignores alice: skipped, and counts nothing more.
+		if err := db.Write(ctx, func(tx *storage.Tx) error {
+			_, err := db.Accounts().AccountDataSet(ctx, tx, dave, "", "m.ignored_user_list", `{"ignored_users":{"`+alice+`":{}}}`)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		en.push.ForgetUser(dave)
+		en.send(t, room, alice, "m.room.message", msg("again", nil))
+		check("ignored", map[string]RoomCounts{dave: {Notification: 2}, erin: {Notification: 3}})
+
+		// gina joins late: nothing from before, in a thread either; erin
+		// leaves and comes back: only what came after her return.
+		en.send(t, room, alice, "m.room.message", msg("in a thread", map[string]any{
+			"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": hello}}))
+		join(gina)
+		if err := en.rooms.Leave(ctx, rooms.MembershipParams{RoomID: room, Sender: erin}); err != nil {
+			t.Fatal(err)
+		}
+		check("before the news", map[string]RoomCounts{gina: {}})
+		en.send(t, room, alice, "m.room.message", msg("while erin was away", nil))
+		join(erin)
+		last := en.send(t, room, alice, "m.room.message", msg("welcome back", nil))
+		check("joined later", map[string]RoomCounts{gina: {Notification: 2}, erin: {Notification: 1}, carol: {Notification: 6}})
+
+		// A receipt reads shared rows as it reads own ones.
+		en.receipts.set(carol, room, "", en.streamPos(t, last))
+		check("read", map[string]RoomCounts{carol: {}})
+
+		// GET /notifications lists shared rows after the join only.
+		page, err := en.push.Notifications(ctx, rooms.Requester{UserID: gina}, NotificationsQuery{})
+		if err != nil || len(page.Notifications) != 2 || page.Notifications[0].Event.EventID != last {
+			t.Fatalf("gina's notifications %+v %v", page, err)
+		}
+		page, err = en.push.Notifications(ctx, rooms.Requester{UserID: bob}, NotificationsQuery{Only: "highlight"})
+		if err != nil || len(page.Notifications) != 1 {
+			t.Fatalf("bob's highlights %+v %v", page, err)
+		}
+		page, err = en.push.Notifications(ctx, rooms.Requester{UserID: bob}, NotificationsQuery{})
+		if err != nil || len(page.Notifications) != 6 {
+			t.Fatalf("bob's notifications %+v %v", page, err)
+		}
+
+		// Pruning drops old shared rows only once every member read them.
+		en.push.now = func() time.Time { return time.Now().Add(31 * 24 * time.Hour) }
+		if _, err := en.push.Prune(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if shared, _ := rowsOf(); shared != 6 {
+			t.Fatalf("pruned unread shared rows: %d left", shared)
+		}
+		for _, who := range []string{alice, bob, dave, erin, gina} {
+			en.receipts.set(who, room, "", en.streamPos(t, last))
+		}
+		if _, err := en.push.Prune(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if shared, _ := rowsOf(); shared != 0 {
+			t.Fatalf("read shared rows kept: %d", shared)
+		}
+		var skips int
+		if err := db.Read().QueryRow(ctx, `SELECT COUNT(*) FROM push_shared_skips`).Scan(&skips); err != nil || skips != 0 {
+			t.Fatalf("skips kept: %d %v", skips, err)
+		}
+	})
+}

@@ -23,6 +23,18 @@ type pending struct {
 	rule *crule
 }
 
+// sharedPending is one event's actions shared by the room's local members
+// but skips.
+type sharedPending struct {
+	ev    *rooms.Event
+	rule  *crule
+	skips []string
+}
+
+// minShared is the smallest group of members with the same actions for an
+// event that is written as one shared row rather than a row each.
+const minShared = 3
+
 // OnEvents evaluates the push rules of every local member of each
 // event's room, except the sender, for the accepted timeline events of a
 // batch being persisted, and queues a push action row into b for each
@@ -52,10 +64,11 @@ func (e *Engine) OnEvents(ctx context.Context, tx *storage.Tx, b *storage.Batch,
 		return nil
 	}
 	var acts []pending
+	var shared []sharedPending
 	var own []*rooms.Event
 	states := map[string]userEntry{}
 	for _, roomID := range order {
-		a, o, err := e.evaluateRoom(ctx, tx, roomID, byRoom[roomID], states)
+		a, sh, o, err := e.evaluateRoom(ctx, tx, roomID, byRoom[roomID], states)
 		if err != nil {
 			// Notifications are not worth losing the events over.
 			e.log.Error("push rules could not be evaluated; the events' notifications are lost",
@@ -63,15 +76,22 @@ func (e *Engine) OnEvents(ctx context.Context, tx *storage.Tx, b *storage.Batch,
 			continue
 		}
 		acts = append(acts, a...)
+		shared = append(shared, sh...)
 		own = append(own, o...)
 	}
-	if len(acts) == 0 && len(own) == 0 {
+	if len(acts) == 0 && len(shared) == 0 && len(own) == 0 {
 		return nil
 	}
 	need := make([]*rooms.Event, 0, len(own)+8)
 	need = append(need, own...)
 	seen := map[string]bool{}
 	for _, p := range acts {
+		if !seen[p.ev.EventID] {
+			seen[p.ev.EventID] = true
+			need = append(need, p.ev)
+		}
+	}
+	for _, p := range shared {
 		if !seen[p.ev.EventID] {
 			seen[p.ev.EventID] = true
 			need = append(need, p.ev)
@@ -89,6 +109,12 @@ func (e *Engine) OnEvents(ctx context.Context, tx *storage.Tx, b *storage.Batch,
 			ThreadID: threadOr(threads, p.ev.EventID), Highlight: p.rule.highlight, Actions: p.rule.actions, TS: ts}
 	}
 	e.store.AddPushActions(b, rows)
+	srows := make([]storage.SharedPushAction, len(shared))
+	for i, p := range shared {
+		srows[i] = storage.SharedPushAction{RoomNID: p.ev.RoomNID, StreamPos: *p.ev.StreamPos, ThreadID: threadOr(threads, p.ev.EventID),
+			Highlight: p.rule.highlight, Actions: p.rule.actions, TS: ts, Skips: p.skips}
+	}
+	e.store.AddSharedPushActions(b, srows)
 	reads := make([]storage.OwnRead, 0, len(own))
 	for _, ev := range own {
 		reads = append(reads, storage.OwnRead{UserID: ev.Sender, RoomID: ev.RoomID, ThreadID: threadOr(threads, ev.EventID), StreamPos: *ev.StreamPos})
@@ -115,7 +141,7 @@ func threadOr(threads map[string]string, eventID string) string {
 // a new snapshot, so a stale context is never found. A kept context is
 // cloned before a state event changes it, and kept again only once the
 // transaction commits.
-func (e *Engine) evaluateRoom(ctx context.Context, tx *storage.Tx, roomID string, evs []*rooms.Event, states map[string]userEntry) ([]pending, []*rooms.Event, error) {
+func (e *Engine) evaluateRoom(ctx context.Context, tx *storage.Tx, roomID string, evs []*rooms.Event, states map[string]userEntry) ([]pending, []sharedPending, []*rooms.Event, error) {
 	var pr *rooms.PushRoom
 	shared := false
 	if before := evs[0].StateBefore; before != nil {
@@ -126,15 +152,17 @@ func (e *Engine) evaluateRoom(ctx context.Context, tx *storage.Tx, roomID string
 	if pr == nil {
 		var err error
 		if pr, err = e.rooms.PushContext(ctx, roomID); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	var acts []pending
+	var sharedRows []sharedPending
 	var own []*rooms.Event
 	members := pr.LocalJoined()
 	if err := e.userStates(ctx, members, states); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
+	decided := make([]*crule, 0, len(members)+1)
 	for _, ev := range evs {
 		if pr.IsLocal(ev.Sender) {
 			own = append(own, ev)
@@ -143,23 +171,24 @@ func (e *Engine) evaluateRoom(ctx context.Context, tx *storage.Tx, roomID string
 		if invitee := localInvitee(pr, ev); invitee != "" {
 			targets = append(append([]string(nil), members...), invitee)
 			if err := e.userStates(ctx, []string{invitee}, states); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 		}
 		v := newView(ctx, ev, pr, e.names)
+		decided = decided[:0]
 		for _, u := range targets {
-			if u == ev.Sender {
-				continue
+			var r *crule
+			if st, ok := states[u]; ok && u != ev.Sender {
+				if r = st.rules.match(v, u); r != nil && (!r.notify || st.ignored[ev.Sender]) {
+					r = nil
+				}
 			}
-			st, ok := states[u]
-			if !ok {
-				continue
-			}
-			r := st.rules.match(v, u)
-			if r == nil || !r.notify || st.ignored[ev.Sender] {
-				continue
-			}
-			acts = append(acts, pending{ev: ev, user: u, rule: r})
+			decided = append(decided, r)
+		}
+		a, sh := share(ev, targets, len(members), decided)
+		acts = append(acts, a...)
+		if sh != nil {
+			sharedRows = append(sharedRows, *sh)
 		}
 		if pr.Changes(ev) {
 			if shared {
@@ -168,7 +197,7 @@ func (e *Engine) evaluateRoom(ctx context.Context, tx *storage.Tx, roomID string
 			pr.Apply(ev)
 			members = pr.LocalJoined()
 			if err := e.userStates(ctx, members, states); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 		}
 	}
@@ -180,7 +209,55 @@ func (e *Engine) evaluateRoom(ctx context.Context, tx *storage.Tx, roomID string
 			e.roomCtx.Put(roomID, keep)
 		}
 	}
-	return acts, own, nil
+	return acts, sharedRows, own, nil
+}
+
+// share turns the decisions for one event (targets[i] got decided[i], nil
+// for nothing; the first nMembers targets are the joined members) into
+// rows: when enough members got the same actions, one shared row for them
+// that skips the other members, and a row each for the rest who notify.
+func share(ev *rooms.Event, targets []string, nMembers int, decided []*crule) ([]pending, *sharedPending) {
+	type key struct {
+		actions   string
+		highlight bool
+	}
+	counts := map[key]int{}
+	var best key
+	bestN := 0
+	for i := range nMembers {
+		if r := decided[i]; r != nil {
+			k := key{r.actions, r.highlight}
+			counts[k]++
+			if counts[k] > bestN {
+				best, bestN = k, counts[k]
+			}
+		}
+	}
+	var acts []pending
+	if bestN < minShared {
+		for i, r := range decided {
+			if r != nil {
+				acts = append(acts, pending{ev: ev, user: targets[i], rule: r})
+			}
+		}
+		return acts, nil
+	}
+	sh := &sharedPending{ev: ev}
+	for i, r := range decided {
+		inGroup := i < nMembers && r != nil && (key{r.actions, r.highlight}) == best
+		switch {
+		case inGroup:
+			sh.rule = r
+		case i < nMembers:
+			sh.skips = append(sh.skips, targets[i])
+			fallthrough
+		default:
+			if r != nil {
+				acts = append(acts, pending{ev: ev, user: targets[i], rule: r})
+			}
+		}
+	}
+	return acts, sh
 }
 
 // localInvitee returns the local user an invite event is for, if any

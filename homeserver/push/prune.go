@@ -33,9 +33,49 @@ func (e *Engine) Prune(ctx context.Context) (int64, error) {
 			total += n
 		}
 		if len(pairs) < prunePage {
-			return total, nil
+			break
 		}
 		after = pairs[len(pairs)-1]
+	}
+	n, err := e.pruneShared(ctx, cutoff)
+	return total + n, err
+}
+
+// pruneShared deletes old shared rows that every local member has read
+// past (by their unthreaded receipt), and all old ones of rooms without
+// local members.
+func (e *Engine) pruneShared(ctx context.Context, cutoff int64) (int64, error) {
+	var total, afterNID int64
+	for {
+		rs, err := e.store.SharedPushRooms(ctx, afterNID, cutoff, prunePage)
+		if err != nil {
+			return total, err
+		}
+		for _, r := range rs {
+			upTo := int64(math.MaxInt64)
+			pr, err := e.rooms.PushContext(ctx, r.RoomID)
+			if err != nil && !errors.Is(err, rooms.ErrUnknownRoom) {
+				return total, err
+			}
+			if pr != nil {
+				for _, u := range pr.LocalJoined() {
+					read, err := newReads(e, u).unthreaded(ctx, r.RoomID)
+					if err != nil {
+						return total, err
+					}
+					upTo = min(upTo, read)
+				}
+			}
+			n, err := e.store.SharedPushPrune(ctx, r.RoomNID, upTo, cutoff)
+			if err != nil {
+				return total, err
+			}
+			total += n
+		}
+		if len(rs) < prunePage {
+			return total, nil
+		}
+		afterNID = rs[len(rs)-1].RoomNID
 	}
 }
 
