@@ -343,17 +343,35 @@ func (p *Push) pushCounts(ctx context.Context, userID string, want []PushAfter, 
 			}
 			n := len(args)
 			fmt.Fprintf(&vals, "(CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS BIGINT), CAST($%d AS BIGINT))", n+1, n+2, n+3, n+4)
-			args = append(args, w.RoomID, w.ThreadID, w.After, w.SharedFrom)
+			args = append(args, w.RoomID, w.ThreadID, w.After, max(w.After, w.SharedFrom))
 		}
 		join, sjoin := ``, ``
 		if threads {
 			join, sjoin = ` AND a.thread_id = w.thread_id`, ` AND s.thread_id = w.thread_id`
 		}
 		// The user's own rows, and the rows shared by the room's members
-		// that do not skip them: callers give positions no earlier than
-		// the start of the user's membership (MembershipStarts).
-		q := `WITH w (room_id, thread_id, after_pos, shared_from) AS (VALUES ` + vals.String() + `)
-			SELECT room_id, thread_id, CAST(SUM(n) AS BIGINT), CAST(SUM(h) AS BIGINT) FROM (
+		// that do not skip them after shared_after: callers give
+		// positions no earlier than the start of the user's membership
+		// (MembershipStarts).
+		own := `SELECT a.thread_id, a.highlight FROM push_actions a
+			WHERE a.user_id = $1 AND a.room_nid = r.room_nid` + join + ` AND a.stream_pos > w.after_pos AND a.stream_pos <= $2`
+		shared := `SELECT s.thread_id, s.highlight FROM push_shared_actions s
+			WHERE s.room_nid = r.room_nid` + sjoin + ` AND s.stream_pos > w.shared_after AND s.stream_pos <= $2
+				AND NOT EXISTS (SELECT 1 FROM push_shared_skips k
+					WHERE k.room_nid = s.room_nid AND k.user_id = $1 AND k.stream_pos = s.stream_pos
+						AND k.stream_pos > w.shared_after AND k.stream_pos <= $2)`
+		head := `WITH w (room_id, thread_id, after_pos, shared_after) AS (VALUES ` + vals.String() + `)`
+		var q string
+		if p.db.d.name() == "postgres" {
+			// LATERAL makes each room's bounds index conditions; joined
+			// to the VALUES list, PostgreSQL filters a room's whole range.
+			q = head + ` SELECT w.room_id, x.thread_id, x.n, x.h FROM w JOIN rooms r ON r.room_id = w.room_id
+				CROSS JOIN LATERAL (SELECT thread_id, COUNT(*) AS n, SUM(CASE WHEN highlight THEN 1 ELSE 0 END) AS h
+					FROM (` + own + ` UNION ALL ` + shared + `) u GROUP BY thread_id) x`
+		} else {
+			// SQLite has no LATERAL; its nested loops use the bounds as
+			// index ranges anyway.
+			q = head + ` SELECT room_id, thread_id, SUM(n), SUM(h) FROM (
 				SELECT w.room_id, a.thread_id, COUNT(*) AS n, SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END) AS h
 				FROM w JOIN rooms r ON r.room_id = w.room_id
 				JOIN push_actions a ON a.user_id = $1 AND a.room_nid = r.room_nid` + join + ` AND a.stream_pos > w.after_pos
@@ -362,12 +380,14 @@ func (p *Push) pushCounts(ctx context.Context, userID string, want []PushAfter, 
 				UNION ALL
 				SELECT w.room_id, s.thread_id, COUNT(*), SUM(CASE WHEN s.highlight THEN 1 ELSE 0 END)
 				FROM w JOIN rooms r ON r.room_id = w.room_id
-				JOIN push_shared_actions s ON s.room_nid = r.room_nid` + sjoin + ` AND s.stream_pos > w.after_pos
-					AND s.stream_pos > w.shared_from AND s.stream_pos <= $2
+				JOIN push_shared_actions s ON s.room_nid = r.room_nid` + sjoin + ` AND s.stream_pos > w.shared_after
+					AND s.stream_pos <= $2
 				WHERE NOT EXISTS (SELECT 1 FROM push_shared_skips k
-					WHERE k.room_nid = s.room_nid AND k.stream_pos = s.stream_pos AND k.user_id = $1)
+					WHERE k.room_nid = s.room_nid AND k.user_id = $1 AND k.stream_pos = s.stream_pos
+						AND k.stream_pos > w.shared_after AND k.stream_pos <= $2)
 				GROUP BY w.room_id, s.thread_id
 			) c GROUP BY room_id, thread_id`
+		}
 		rows, err := p.db.Read().Query(ctx, q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("push counts: %w", err)

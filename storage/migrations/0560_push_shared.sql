@@ -21,7 +21,7 @@ CREATE TABLE push_shared_skips (
     room_nid   BIGINT NOT NULL,
     stream_pos BIGINT NOT NULL,
     user_id    TEXT NOT NULL,
-    PRIMARY KEY (room_nid, stream_pos, user_id)
+    PRIMARY KEY (room_nid, user_id, stream_pos)
 );
 -- end
 -- sqlite only
@@ -38,6 +38,6 @@ CREATE TABLE push_shared_skips (
     room_nid   BIGINT NOT NULL,
     stream_pos BIGINT NOT NULL,
     user_id    TEXT NOT NULL,
-    PRIMARY KEY (room_nid, stream_pos, user_id)
+    PRIMARY KEY (room_nid, user_id, stream_pos)
 ) WITHOUT ROWID;
 -- end
