@@ -275,17 +275,26 @@ func (e *Engine) syncState(ctx context.Context, m *roomMeta, q SyncRoomQuery, tl
 		}
 		target = s
 	}
+	incremental := !q.Initial && !q.FullState
+	var since int64
+	if incremental {
+		var err error
+		if since, err = e.snapshotAtStream(ctx, m, lower); err != nil {
+			return nil, err
+		}
+		if since == target {
+			// The same snapshot: nothing changed, the usual case of a
+			// window of messages.
+			return nil, nil
+		}
+	}
 	after, err := e.snaps.full(ctx, e.db.Read(), nil, target)
 	if err != nil {
 		return nil, err
 	}
 	var before StateMap
-	if !q.Initial && !q.FullState {
-		s, err := e.snapshotAtStream(ctx, m, lower)
-		if err != nil {
-			return nil, err
-		}
-		if before, err = e.snaps.full(ctx, e.db.Read(), nil, s); err != nil {
+	if incremental {
+		if before, err = e.snaps.full(ctx, e.db.Read(), nil, since); err != nil {
 			return nil, err
 		}
 	}

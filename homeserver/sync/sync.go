@@ -24,6 +24,7 @@ import (
 	"github.com/parley-chat/parley/homeserver/filter"
 	"github.com/parley-chat/parley/homeserver/notifier"
 	"github.com/parley-chat/parley/homeserver/rooms"
+	"github.com/parley-chat/parley/internal/lru"
 	"github.com/parley-chat/parley/internal/mxerr"
 	"github.com/parley-chat/parley/storage"
 )
@@ -99,13 +100,22 @@ type Deps struct {
 type Engine struct {
 	d   Deps
 	log *slog.Logger
+	// filters keeps parsed filters, read-only once parsed: clients send
+	// the same inline filter, or name the same stored one (stored filters
+	// never change), on every sync.
+	filters *lru.Cache[string, *filter.Filter]
 }
 
 // New builds the engine.
-func New(d Deps, log *slog.Logger) *Engine { return &Engine{d: d, log: log} }
+func New(d Deps, log *slog.Logger) *Engine {
+	return &Engine{d: d, log: log, filters: lru.New[string, *filter.Filter](10_000)}
+}
 
 // Limits of a sync request.
 const (
+	// maxCachedFilter bounds the inline filters kept parsed, so that the
+	// cache's memory stays bounded whatever clients send.
+	maxCachedFilter      = 2048
 	DefaultTimelineLimit = 10
 	MaxTimelineLimit     = 500
 	MaxTimeout           = 5 * time.Minute
@@ -130,10 +140,20 @@ func (e *Engine) ResolveFilter(ctx context.Context, userID, param string) (*filt
 	if param == "" {
 		return &filter.Filter{}, nil
 	}
+	key := param
+	if param[0] != '{' {
+		key = userID + "\x00" + param
+	}
+	if f, ok := e.filters.Get(key); ok {
+		return f, nil
+	}
 	if param[0] == '{' {
 		f, err := filter.Parse([]byte(param))
 		if err != nil {
 			return nil, err
+		}
+		if len(param) <= maxCachedFilter {
+			e.filters.Put(key, f)
 		}
 		return f, nil
 	}
@@ -144,7 +164,12 @@ func (e *Engine) ResolveFilter(ctx context.Context, userID, param string) (*filt
 		}
 		return nil, err
 	}
-	return filter.Parse(raw)
+	f, err := filter.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	e.filters.Put(key, f)
+	return f, nil
 }
 
 // Sync answers a sync request, waiting up to its timeout for news when
