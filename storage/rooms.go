@@ -387,6 +387,29 @@ func (s *Rooms) TimelineByStream(ctx context.Context, roomNID, from, to int64, l
 	return scanEvents(rows)
 }
 
+// TimelineNIDsByStream is TimelineByStream returning only numeric IDs and
+// positions: an index-only read, for callers that hold events in a cache.
+func (s *Rooms) TimelineNIDsByStream(ctx context.Context, roomNID, from, to int64, limit int) ([]NIDPos, error) {
+	rows, err := s.db.Read().Query(ctx, `SELECT event_nid, stream_pos FROM events WHERE room_nid = $1 AND stream_pos > $2 AND stream_pos <= $3
+		ORDER BY stream_pos DESC LIMIT $4`, roomNID, from, to, limit)
+	if err != nil {
+		return nil, fmt.Errorf("timeline nids by stream: %w", err)
+	}
+	defer rows.Close()
+	var out []NIDPos
+	for rows.Next() {
+		var n NIDPos
+		if err := rows.Scan(&n.NID, &n.Stream); err != nil {
+			return nil, fmt.Errorf("timeline nids by stream: %w", err)
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// NIDPos is an event's numeric ID and stream position.
+type NIDPos struct{ NID, Stream int64 }
+
 // StateAfterAtStream returns the state snapshot after a room's newest
 // event at or before a stream position (0 when there is none).
 func (s *Rooms) StateAfterAtStream(ctx context.Context, roomNID, stream int64) (int64, error) {

@@ -206,7 +206,9 @@ func (e *Engine) syncTimeline(ctx context.Context, m *roomMeta, v *viewer, q Syn
 	scanned := 0
 	for len(kept) < limit && scanned < maxTimelineScan {
 		n := limit - len(kept) + 1
-		rows, err := e.store.TimelineByStream(ctx, m.NID, lower, cursor, n)
+		// Numeric IDs only: the events themselves are mostly in the
+		// cache the persister fills, as every member syncs the same ones.
+		rows, err := e.store.TimelineNIDsByStream(ctx, m.NID, lower, cursor, n)
 		if err != nil {
 			return nil, nil, false, err
 		}
@@ -215,7 +217,7 @@ func (e *Engine) syncTimeline(ctx context.Context, m *roomMeta, v *viewer, q Syn
 		}
 		for _, row := range rows {
 			scanned++
-			cursor = deref(row.StreamPos) - 1
+			cursor = row.Stream - 1
 			ev, err := e.eventByNID(ctx, e.db.Read(), nil, row.NID)
 			if err != nil {
 				return nil, nil, false, err
@@ -246,7 +248,7 @@ func (e *Engine) syncTimeline(ctx context.Context, m *roomMeta, v *viewer, q Syn
 	limited := scanned >= maxTimelineScan
 	if len(kept) == limit && !limited {
 		// Check whether anything visible is older.
-		more, err := e.store.TimelineByStream(ctx, m.NID, lower, cursor, 1)
+		more, err := e.store.TimelineNIDsByStream(ctx, m.NID, lower, cursor, 1)
 		if err != nil {
 			return nil, nil, false, err
 		}
