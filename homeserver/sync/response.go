@@ -118,11 +118,8 @@ type builder struct {
 	joinedRead  bool
 }
 
-func (e *Engine) build(ctx context.Context, req Request) (*Response, error) {
-	now, err := e.positions(ctx)
-	if err != nil {
-		return nil, err
-	}
+// build computes the response for (since, now].
+func (e *Engine) build(ctx context.Context, req Request, now Token) (*Response, error) {
 	b := &builder{e: e, ctx: ctx, req: req, now: now, f: req.Filter, resp: &Response{Rooms: &Rooms{}}, roomAD: map[string][]json.RawMessage{}}
 	if req.Since != nil {
 		b.since = *req.Since

@@ -189,14 +189,26 @@ func (e *Engine) Sync(ctx context.Context, req Request) (*Response, error) {
 		}
 	}
 	deadline := time.Now().Add(min(req.Timeout, MaxTimeout))
+	var resp *Response
+	var built Token // the positions resp was built for
 	for {
 		gen := e.d.Notifier.Generation(req.UserID)
-		resp, err := e.build(ctx, req)
+		now, err := e.positions(ctx)
 		if err != nil {
 			return nil, err
 		}
 		remaining := time.Until(deadline)
-		if req.Since == nil || !resp.empty() || remaining <= 0 || req.FullState {
+		// A window in which no stream moved holds nothing: the usual
+		// start of a long poll, and wake-ups whose news an earlier build
+		// already carried. Build only when something moved, or to answer.
+		quiet := req.Since != nil && !req.FullState && remaining > 0 && now.max(*req.Since) == *req.Since
+		if !quiet && (resp == nil || now != built) {
+			if resp, err = e.build(ctx, req, now); err != nil {
+				return nil, err
+			}
+			built = now
+		}
+		if resp != nil && (req.Since == nil || !resp.empty() || remaining <= 0 || req.FullState) {
 			return resp, nil
 		}
 		// Wait in slices so that a long wait keeps the user present.
@@ -205,7 +217,7 @@ func (e *Engine) Sync(ctx context.Context, req Request) (*Response, error) {
 				return nil, ctx.Err()
 			}
 			if time.Until(deadline) <= 0 {
-				return resp, nil
+				continue // to answer, building if nothing was built yet
 			}
 			if e.d.Presence != nil {
 				e.d.Presence.SyncActivity(req.UserID, req.SetPresence)
