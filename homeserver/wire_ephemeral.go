@@ -30,6 +30,20 @@ func (s *Server) wireEphemeral() error {
 		presence.Deps{Rooms: s.rooms, Users: s.accounts, Notifier: s.notifier, Bus: s.bus},
 		s.log.With("engine", "presence"))
 	s.deps.Receipts, s.deps.Typing, s.deps.Presence = s.receipts, s.typing, s.presence
+	// Whoever stops being joined stops typing there.
+	h := s.rooms.Hooks()
+	prev := h.Persisted
+	h.Persisted = func(events []*rooms.Event) {
+		if prev != nil {
+			prev(events)
+		}
+		for _, ev := range events {
+			if ev.Type == "m.room.member" && ev.StateKey != nil && ev.Membership != nil && *ev.Membership != "join" {
+				s.typing.Left(context.Background(), *ev.StateKey, ev.RoomID)
+			}
+		}
+	}
+	s.rooms.SetHooks(h)
 	s.services = append(s.services, s.typing, s.presence)
 	s.unstable["org.matrix.msc4089"] = true
 

@@ -175,7 +175,17 @@ func TestTypingInSync(t *testing.T) {
 		r = ephemeralSince(t, alice, r.NextBatch, "bob typing briefly", func(r syncResp) bool {
 			return slices.Equal(typingIn(r, room), []string{bob.ID})
 		})
-		ephemeralSince(t, alice, r.NextBatch, "bob's typing expired", func(r syncResp) bool {
+		r = ephemeralSince(t, alice, r.NextBatch, "bob's typing expired", func(r syncResp) bool {
+			got := typingIn(r, room)
+			return got != nil && len(got) == 0
+		})
+		// Leaving stops typing at once, long before the timeout.
+		Must(t, bob.Do(t, "PUT", typingPath(room, bob.ID), map[string]any{"typing": true, "timeout": 60000}), 200)
+		r = ephemeralSince(t, alice, r.NextBatch, "bob typing again", func(r syncResp) bool {
+			return slices.Equal(typingIn(r, room), []string{bob.ID})
+		})
+		Must(t, bob.Do(t, "POST", roomPath(room)+"/leave", map[string]any{}), 200)
+		ephemeralSince(t, alice, r.NextBatch, "bob left and stopped typing", func(r syncResp) bool {
 			got := typingIn(r, room)
 			return got != nil && len(got) == 0
 		})

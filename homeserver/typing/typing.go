@@ -160,6 +160,19 @@ func (e *Engine) Set(ctx context.Context, userID, roomID string, typing bool, ti
 	return nil
 }
 
+// Left stops a user's typing in a room they are no longer joined to (they
+// left, were kicked or banned): the expiry would otherwise keep them
+// typing for everyone until it passed.
+func (e *Engine) Left(ctx context.Context, userID, roomID string) {
+	if !e.apply(roomID, userID, 0) {
+		return
+	}
+	e.publish(ctx, update{Room: roomID, User: userID, Until: 0, Pos: e.Position()})
+	if e.deps.Notifier != nil {
+		e.deps.Notifier.NotifyRoom(roomID)
+	}
+}
+
 // update is a typing change as the bus carries it.
 type update struct {
 	Room  string `json:"r"`

@@ -298,3 +298,29 @@ func TestTypingAcrossInstances(t *testing.T) {
 	}
 	eventually(t, "b hears alice stop", func() bool { return b.Current([]string{room}) == nil })
 }
+
+// TestTypingLeft checks that leaving stops typing at once, tells syncs,
+// and is a no-op for someone who was not typing.
+func TestTypingLeft(t *testing.T) {
+	e, n := newEngine(t, typing.Config{}, nil)
+	ctx := context.Background()
+	room := newRoom()
+	if err := e.Set(ctx, bob, room, true, ms(30_000)); err != nil {
+		t.Fatal(err)
+	}
+	before, woken := e.Position(), len(n.woken())
+	e.Left(ctx, alice, room) // not typing: nothing changes
+	if e.Position() != before || len(n.woken()) != woken {
+		t.Fatal("a non-typist leaving changed something")
+	}
+	e.Left(ctx, bob, room)
+	if got := e.Current([]string{room}); len(got[room]) != 0 {
+		t.Fatalf("still typing after leaving: %v", got)
+	}
+	if got := e.Since([]string{room}, before); !reflect.DeepEqual(got, map[string][]string{room: nil}) && !reflect.DeepEqual(got, map[string][]string{room: {}}) {
+		t.Fatalf("since: %v", got)
+	}
+	if len(n.woken()) != woken+1 {
+		t.Fatal("syncs were not woken")
+	}
+}
