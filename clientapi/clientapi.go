@@ -66,6 +66,25 @@ type API struct {
 
 	touchMu sync.Mutex
 	touched map[string]time.Time
+
+	// gw is the WebSocket gateway once routes are registered.
+	gw *gateway
+}
+
+// CloseSockets closes every WebSocket connection with 1001 and waits until
+// their streams ended or ctx is done, so that nothing is left reading the
+// database the server is about to close.
+func (a *API) CloseSockets(ctx context.Context) {
+	if a.gw == nil {
+		return
+	}
+	a.gw.shutdown()
+	for a.gw.count() > 0 && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // New builds the client API.

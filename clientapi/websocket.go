@@ -178,6 +178,7 @@ func (a *API) websocketRoutes(r *mux.Router) {
 	gw.authenticate = a.accounts.Authenticate
 	gw.touch = a.touch
 	gw.perDevice = a.cfg.SocketsPerDevice
+	a.gw = gw
 	// Typed nils must not become non-nil interfaces.
 	if a.deps.Typing != nil {
 		gw.typing = a.deps.Typing

@@ -358,6 +358,10 @@ func (s *Server) Stop(ctx context.Context) error {
 		if s.pprofSrv != nil {
 			_ = s.pprofSrv.Close()
 		}
+		if s.client != nil {
+			// Shutdown leaves hijacked connections alone.
+			s.client.CloseSockets(ctx)
+		}
 		s.stopServices()
 		if s.jobs != nil {
 			if err := s.jobs.Stop(ctx); err != nil {
