@@ -31,10 +31,13 @@ func (s *Server) wireNotifier() error {
 			}
 		}
 		for _, r := range order {
-			s.notifier.NotifyRoom(r, extra[r]...)
+			s.notifier.NotifyRoomSoon(r, extra[r]...)
 		}
 	}
 	s.rooms.SetHooks(h)
+	// Started after the rooms engine, so stopped before it: what the
+	// persister still commits then is notified at once.
+	s.services = append(s.services, s.notifier)
 	ah := s.accounts.Hooks()
 	prevAD := ah.AccountDataChanged
 	ah.AccountDataChanged = func(userID string, pos int64) {

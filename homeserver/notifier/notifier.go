@@ -37,6 +37,16 @@ type Notifier struct {
 	// all is closed and replaced to wake every waiter (after the bus lost
 	// messages).
 	all chan struct{}
+
+	// Room wake-ups queued by NotifyRoomSoon for the worker, coalesced
+	// per room.
+	qmu     sync.Mutex
+	pending map[string][]string
+	order   []string
+	running bool
+	kick    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 type userState struct {
@@ -46,12 +56,86 @@ type userState struct {
 
 // New builds a notifier. bus may be nil (single instance).
 func New(log *slog.Logger, members Members, bus *storage.Bus) *Notifier {
-	n := &Notifier{log: log, members: members, bus: bus, users: map[string]*userState{}, all: make(chan struct{})}
+	n := &Notifier{log: log, members: members, bus: bus, users: map[string]*userState{}, all: make(chan struct{}),
+		pending: map[string][]string{}, kick: make(chan struct{}, 1)}
 	if bus != nil {
 		bus.Subscribe(busChannel, n.fromBus)
 		bus.OnResume(n.WakeAll)
 	}
 	return n
+}
+
+// Start runs the worker that carries out NotifyRoomSoon.
+func (n *Notifier) Start(context.Context) error {
+	n.qmu.Lock()
+	defer n.qmu.Unlock()
+	if n.running {
+		return nil
+	}
+	n.running = true
+	n.stop, n.done = make(chan struct{}), make(chan struct{})
+	go n.loop(n.stop, n.done)
+	return nil
+}
+
+// Stop ends the worker after carrying out what it was given; later
+// NotifyRoomSoon calls notify at once.
+func (n *Notifier) Stop() {
+	n.qmu.Lock()
+	if !n.running {
+		n.qmu.Unlock()
+		return
+	}
+	n.running = false
+	stop, done := n.stop, n.done
+	n.qmu.Unlock()
+	close(stop)
+	<-done
+	n.flush()
+}
+
+func (n *Notifier) loop(stop, done chan struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-n.kick:
+			n.flush()
+		}
+	}
+}
+
+// flush carries out the queued room wake-ups.
+func (n *Notifier) flush() {
+	n.qmu.Lock()
+	pending, order := n.pending, n.order
+	n.pending, n.order = map[string][]string{}, nil
+	n.qmu.Unlock()
+	for _, r := range order {
+		n.NotifyRoom(r, pending[r]...)
+	}
+}
+
+// NotifyRoomSoon is NotifyRoom done by the worker: the caller (the
+// persister, between two transactions) does not wait for the member list
+// and the bus, and wake-ups of a busy room that queue up go out as one.
+func (n *Notifier) NotifyRoomSoon(roomID string, extra ...string) {
+	n.qmu.Lock()
+	if !n.running {
+		n.qmu.Unlock()
+		n.NotifyRoom(roomID, extra...)
+		return
+	}
+	if _, ok := n.pending[roomID]; !ok {
+		n.order = append(n.order, roomID)
+	}
+	n.pending[roomID] = append(n.pending[roomID], extra...)
+	n.qmu.Unlock()
+	select {
+	case n.kick <- struct{}{}:
+	default: // the worker is already due to run
+	}
 }
 
 // SetMembers installs the member source (wiring order).

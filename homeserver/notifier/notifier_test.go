@@ -51,3 +51,66 @@ func TestNoLostWakeUp(t *testing.T) {
 		t.Fatal("a change before Wait was lost")
 	}
 }
+
+// gateMembers reports each lookup on calls, then answers once hold lets
+// it (a closed hold answers at once).
+type gateMembers struct {
+	fakeMembers
+	calls chan string
+	hold  chan struct{}
+}
+
+func (g gateMembers) LocalMembers(ctx context.Context, room string) ([]string, error) {
+	g.calls <- room
+	<-g.hold
+	return g.fakeMembers.LocalMembers(ctx, room)
+}
+
+// TestNotifyRoomSoon checks the worker: it wakes members and extra users,
+// coalesces a room's queued wake-ups, and without a running worker
+// NotifyRoomSoon notifies at once.
+func TestNotifyRoomSoon(t *testing.T) {
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	open := make(chan struct{})
+	close(open)
+	// Never started, or stopped: at once.
+	direct := New(quiet, gateMembers{fakeMembers{"!r": {"@a"}}, make(chan string, 10), open}, nil)
+	for _, step := range []string{"before Start", "after Stop"} {
+		gen := direct.Generation("@a")
+		direct.NotifyRoomSoon("!r")
+		if direct.Generation("@a") == gen {
+			t.Fatalf("%s, NotifyRoomSoon did not notify at once", step)
+		}
+		if err := direct.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		direct.Stop()
+	}
+
+	m := gateMembers{fakeMembers{"!r": {"@a"}}, make(chan string, 10), make(chan struct{})}
+	n := New(quiet, m, nil)
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	genA, genC := n.Generation("@a"), n.Generation("@c")
+	n.NotifyRoomSoon("!r")
+	<-m.calls // the worker is inside the first lookup, held
+	n.NotifyRoomSoon("!r")
+	n.NotifyRoomSoon("!r", "@c")
+	close(m.hold)
+	if !n.Wait(ctx, "@c", genC, time.Second) || !n.Wait(ctx, "@a", genA, time.Second) {
+		t.Fatal("queued wake-ups were not carried out")
+	}
+	select {
+	case <-m.calls: // the second and third, coalesced
+	case <-time.After(time.Second):
+		t.Fatal("the queued wake-ups were never looked up")
+	}
+	select {
+	case r := <-m.calls:
+		t.Fatalf("another lookup for %s: queued wake-ups were not coalesced", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
