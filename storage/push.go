@@ -293,6 +293,9 @@ type PushCount struct {
 type PushAfter struct {
 	RoomID, ThreadID string
 	After            int64
+	// MainAfter, when further than After, bounds the main timeline's
+	// rows instead (its own receipt, the user's newest event there).
+	MainAfter int64
 	// SharedFrom bounds shared rows too: only those after it count (the
 	// start of the user's membership; beyond every position when the
 	// user is not joined).
@@ -342,8 +345,9 @@ func (p *Push) pushCounts(ctx context.Context, userID string, want []PushAfter, 
 				vals.WriteString(", ")
 			}
 			n := len(args)
-			fmt.Fprintf(&vals, "(CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS BIGINT), CAST($%d AS BIGINT))", n+1, n+2, n+3, n+4)
-			args = append(args, w.RoomID, w.ThreadID, w.After, max(w.After, w.SharedFrom))
+			fmt.Fprintf(&vals, "(CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS BIGINT), CAST($%d AS BIGINT), CAST($%d AS BIGINT))",
+				n+1, n+2, n+3, n+4, n+5)
+			args = append(args, w.RoomID, w.ThreadID, w.After, max(w.After, w.MainAfter), max(w.After, w.SharedFrom))
 		}
 		join, sjoin := ``, ``
 		if threads {
@@ -354,13 +358,15 @@ func (p *Push) pushCounts(ctx context.Context, userID string, want []PushAfter, 
 		// positions no earlier than the start of the user's membership
 		// (MembershipStarts).
 		own := `SELECT a.thread_id, a.highlight FROM push_actions a
-			WHERE a.user_id = $1 AND a.room_nid = r.room_nid` + join + ` AND a.stream_pos > w.after_pos AND a.stream_pos <= $2`
+			WHERE a.user_id = $1 AND a.room_nid = r.room_nid` + join + ` AND a.stream_pos > w.after_pos AND a.stream_pos <= $2
+				AND (a.thread_id <> 'main' OR a.stream_pos > w.main_after)`
 		shared := `SELECT s.thread_id, s.highlight FROM push_shared_actions s
 			WHERE s.room_nid = r.room_nid` + sjoin + ` AND s.stream_pos > w.shared_after AND s.stream_pos <= $2
+				AND (s.thread_id <> 'main' OR s.stream_pos > w.main_after)
 				AND NOT EXISTS (SELECT 1 FROM push_shared_skips k
 					WHERE k.room_nid = s.room_nid AND k.user_id = $1 AND k.stream_pos = s.stream_pos
 						AND k.stream_pos > w.shared_after AND k.stream_pos <= $2)`
-		head := `WITH w (room_id, thread_id, after_pos, shared_after) AS (VALUES ` + vals.String() + `)`
+		head := `WITH w (room_id, thread_id, after_pos, main_after, shared_after) AS (VALUES ` + vals.String() + `)`
 		var q string
 		if p.db.d.name() == "postgres" {
 			// LATERAL makes each room's bounds index conditions; joined
@@ -375,13 +381,13 @@ func (p *Push) pushCounts(ctx context.Context, userID string, want []PushAfter, 
 				SELECT w.room_id, a.thread_id, COUNT(*) AS n, SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END) AS h
 				FROM w JOIN rooms r ON r.room_id = w.room_id
 				JOIN push_actions a ON a.user_id = $1 AND a.room_nid = r.room_nid` + join + ` AND a.stream_pos > w.after_pos
-					AND a.stream_pos <= $2
+					AND a.stream_pos <= $2 AND (a.thread_id <> 'main' OR a.stream_pos > w.main_after)
 				GROUP BY w.room_id, a.thread_id
 				UNION ALL
 				SELECT w.room_id, s.thread_id, COUNT(*), SUM(CASE WHEN s.highlight THEN 1 ELSE 0 END)
 				FROM w JOIN rooms r ON r.room_id = w.room_id
 				JOIN push_shared_actions s ON s.room_nid = r.room_nid` + sjoin + ` AND s.stream_pos > w.shared_after
-					AND s.stream_pos <= $2
+					AND s.stream_pos <= $2 AND (s.thread_id <> 'main' OR s.stream_pos > w.main_after)
 				WHERE NOT EXISTS (SELECT 1 FROM push_shared_skips k
 					WHERE k.room_nid = s.room_nid AND k.user_id = $1 AND k.stream_pos = s.stream_pos
 						AND k.stream_pos > w.shared_after AND k.stream_pos <= $2)

@@ -41,31 +41,33 @@ func (e *Engine) Counts(ctx context.Context, user string, roomIDs []string, thre
 		}
 		return notJoined
 	}
+	var unique []string
 	for _, r := range roomIDs {
-		if seen[r] {
-			continue
+		if !seen[r] {
+			seen[r] = true
+			unique = append(unique, r)
 		}
-		seen[r] = true
+	}
+	if err := rd.preload(ctx, unique); err != nil {
+		return nil, err
+	}
+	for _, r := range unique {
 		u, err := rd.unthreaded(ctx, r)
 		if err != nil {
 			return nil, err
 		}
-		want = append(want, storage.PushAfter{RoomID: r, After: u, SharedFrom: sharedFrom(r)})
+		// The main timeline is read up to its own receipt or the user's
+		// newest event there when those are further: counted so in the
+		// same query.
+		main, err := rd.upTo(ctx, r, mainThread)
+		if err != nil {
+			return nil, err
+		}
+		want = append(want, storage.PushAfter{RoomID: r, After: u, MainAfter: main, SharedFrom: sharedFrom(r)})
 	}
 	first, err := e.countsAfter(ctx, user, want, false)
 	if err != nil || len(first) == 0 {
 		return out, err
-	}
-	var withRows []string
-	inRows := map[string]bool{}
-	for _, c := range first {
-		if !inRows[c.RoomID] {
-			inRows[c.RoomID] = true
-			withRows = append(withRows, c.RoomID)
-		}
-	}
-	if err := rd.loadOwn(ctx, withRows); err != nil {
-		return nil, err
 	}
 	// A thread whose own receipt (or the user's own event) is ahead of
 	// the unthreaded receipt is counted again from there.
@@ -76,7 +78,7 @@ func (e *Engine) Counts(ctx context.Context, user string, roomIDs []string, thre
 		if err != nil {
 			return nil, err
 		}
-		if upTo > rd.unthr[c.RoomID] {
+		if c.ThreadID != mainThread && upTo > rd.unthr[c.RoomID] {
 			recount = append(recount, storage.PushAfter{RoomID: c.RoomID, ThreadID: c.ThreadID, After: upTo, SharedFrom: sharedFrom(c.RoomID)})
 			continue
 		}
@@ -146,10 +148,42 @@ type reads struct {
 	unthr map[string]int64
 	thr   map[[2]string]int64
 	own   map[[2]string]int64
+	// loaded rooms had every receipt read at once (preload): a thread
+	// missing from thr has none.
+	loaded map[string]bool
 }
 
 func newReads(e *Engine, user string) *reads {
-	return &reads{e: e, user: user, unthr: map[string]int64{}, thr: map[[2]string]int64{}, own: map[[2]string]int64{}}
+	return &reads{e: e, user: user, unthr: map[string]int64{}, thr: map[[2]string]int64{}, own: map[[2]string]int64{},
+		loaded: map[string]bool{}}
+}
+
+// preload reads the user's receipts and own events in rooms, two queries
+// for all of them.
+func (r *reads) preload(ctx context.Context, roomIDs []string) error {
+	if len(roomIDs) == 0 {
+		return nil
+	}
+	if r.e.receipts != nil {
+		pos, err := r.e.receipts.ReadPositions(ctx, r.user, roomIDs)
+		if err != nil {
+			return err
+		}
+		for k, v := range pos {
+			if k[1] == "" {
+				r.unthr[k[0]] = v
+			} else {
+				r.thr[k] = v
+			}
+		}
+	}
+	for _, room := range roomIDs {
+		if _, ok := r.unthr[room]; !ok {
+			r.unthr[room] = 0
+		}
+		r.loaded[room] = true
+	}
+	return r.loadOwn(ctx, roomIDs)
 }
 
 // unthreaded is the position of the room's unthreaded receipt.
@@ -193,7 +227,7 @@ func (r *reads) upTo(ctx context.Context, roomID, threadID string) (int64, error
 	}
 	k := [2]string{roomID, threadID}
 	t, ok := r.thr[k]
-	if !ok {
+	if !ok && !r.loaded[roomID] {
 		if r.e.receipts != nil {
 			if t, err = r.e.receipts.ReadUpTo(ctx, r.user, roomID, threadID); err != nil {
 				return 0, err
@@ -319,9 +353,9 @@ func (e *Engine) appendNotifications(ctx context.Context, who rooms.Requester, r
 // countKey names a cached count: a user's push actions in a room, or in
 // one of its threads, after a position.
 type countKey struct {
-	user, room, thread string
-	threads            bool
-	after, sharedFrom  int64
+	user, room, thread           string
+	threads                      bool
+	after, mainAfter, sharedFrom int64
 }
 
 // countEntry is a cached count, complete up to stream position upTo.
@@ -348,7 +382,7 @@ func (e *Engine) countsAfter(ctx context.Context, user string, want []storage.Pu
 	}
 	now := e.now()
 	key := func(w storage.PushAfter) countKey {
-		k := countKey{user: user, room: w.RoomID, threads: threads, after: w.After, sharedFrom: w.SharedFrom}
+		k := countKey{user: user, room: w.RoomID, threads: threads, after: w.After, mainAfter: w.MainAfter, sharedFrom: w.SharedFrom}
 		if threads {
 			k.thread = w.ThreadID
 		}

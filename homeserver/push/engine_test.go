@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,18 @@ func (f *fakeReceipts) ReadUpTo(_ context.Context, user, roomID, threadID string
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.pos[[3]string{user, roomID, threadID}], nil
+}
+
+func (f *fakeReceipts) ReadPositions(_ context.Context, user string, roomIDs []string) (map[[2]string]int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[[2]string]int64{}
+	for k, v := range f.pos {
+		if k[0] == user && slices.Contains(roomIDs, k[1]) {
+			out[[2]string{k[1], k[2]}] = v
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeReceipts) set(user, roomID, threadID string, pos int64) {

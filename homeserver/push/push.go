@@ -44,6 +44,9 @@ type ReadReceipts interface {
 	// receipt, "main" the main timeline's, an event ID that thread's.
 	// 0 if there is none.
 	ReadUpTo(ctx context.Context, user, roomID, threadID string) (int64, error)
+	// ReadPositions is ReadUpTo for every thread of several rooms at
+	// once, by (room, thread); absent where there is no receipt.
+	ReadPositions(ctx context.Context, user string, roomIDs []string) (map[[2]string]int64, error)
 }
 
 // AccountData writes server-managed account data (m.push_rules).
