@@ -27,7 +27,20 @@ type ThreadCounts struct{ Notification, Highlight int }
 // With threads true, a room's own counts are its main timeline's and
 // Threads has the counts of each thread (by root event ID) that has any.
 func (e *Engine) Counts(ctx context.Context, user string, roomIDs []string, threads bool) (map[string]RoomCounts, error) {
+	return e.CountsAt(ctx, user, roomIDs, threads, 0)
+}
+
+// CountsAt is Counts up to a committed events-stream position the caller
+// read (0: the current one), sparing a read of it.
+func (e *Engine) CountsAt(ctx context.Context, user string, roomIDs []string, threads bool, upTo int64) (map[string]RoomCounts, error) {
 	out := map[string]RoomCounts{}
+	upper := upTo
+	if upper <= 0 {
+		var err error
+		if upper, err = e.rooms.StreamPosition(ctx); err != nil {
+			return nil, err
+		}
+	}
 	rd := newReads(e, user)
 	seen := make(map[string]bool, len(roomIDs))
 	want := make([]storage.PushAfter, 0, len(roomIDs))
@@ -65,7 +78,7 @@ func (e *Engine) Counts(ctx context.Context, user string, roomIDs []string, thre
 		}
 		want = append(want, storage.PushAfter{RoomID: r, After: u, MainAfter: main, SharedFrom: sharedFrom(r)})
 	}
-	first, err := e.countsAfter(ctx, user, want, false)
+	first, err := e.countsAfter(ctx, user, want, false, upper)
 	if err != nil || len(first) == 0 {
 		return out, err
 	}
@@ -85,7 +98,7 @@ func (e *Engine) Counts(ctx context.Context, user string, roomIDs []string, thre
 		final = append(final, c)
 	}
 	if len(recount) > 0 {
-		second, err := e.countsAfter(ctx, user, recount, true)
+		second, err := e.countsAfter(ctx, user, recount, true, upper)
 		if err != nil {
 			return nil, err
 		}
@@ -375,11 +388,7 @@ const countTTL = 10 * time.Minute
 // stream position only ever needs the rows after it. Busy rooms whose
 // readers send no receipts would otherwise be counted from scratch on
 // every sync.
-func (e *Engine) countsAfter(ctx context.Context, user string, want []storage.PushAfter, threads bool) ([]storage.PushCount, error) {
-	upper, err := e.rooms.StreamPosition(ctx)
-	if err != nil {
-		return nil, err
-	}
+func (e *Engine) countsAfter(ctx context.Context, user string, want []storage.PushAfter, threads bool, upper int64) ([]storage.PushCount, error) {
 	now := e.now()
 	key := func(w storage.PushAfter) countKey {
 		k := countKey{user: user, room: w.RoomID, threads: threads, after: w.After, mainAfter: w.MainAfter, sharedFrom: w.SharedFrom}

@@ -113,6 +113,9 @@ type builder struct {
 	resp   *Response
 	delta  e2ee.MembershipDelta
 	roomAD map[string][]json.RawMessage
+	// read are the positions as read for this build (now may be raised
+	// to the since token).
+	read Token
 	// joinedRooms caches joinedNow.
 	joinedRooms []string
 	joinedRead  bool
@@ -120,7 +123,7 @@ type builder struct {
 
 // build computes the response for (since, now].
 func (e *Engine) build(ctx context.Context, req Request, now Token) (*Response, error) {
-	b := &builder{e: e, ctx: ctx, req: req, now: now, f: req.Filter, resp: &Response{Rooms: &Rooms{}}, roomAD: map[string][]json.RawMessage{}}
+	b := &builder{e: e, ctx: ctx, req: req, now: now, read: now, f: req.Filter, resp: &Response{Rooms: &Rooms{}}, roomAD: map[string][]json.RawMessage{}}
 	if req.Since != nil {
 		b.since = *req.Since
 		// A token from the future (another instance, a restored backup)
@@ -532,7 +535,9 @@ func (b *builder) counts(joined []string) error {
 		ids = append(ids, r)
 	}
 	threads := b.f.Room != nil && b.f.Room.Timeline != nil && b.f.Room.Timeline.UnreadThreadNotifications
-	counts, err := b.e.d.Counts.Counts(b.ctx, b.req.UserID, ids, threads)
+	// Up to the positions as read, not as raised to a since token from
+	// the future: counts are cached as complete up to it.
+	counts, err := b.e.d.Counts.Counts(b.ctx, b.req.UserID, ids, threads, b.read.Events)
 	if err != nil {
 		return err
 	}

@@ -63,7 +63,8 @@ type ThreadCounts struct{ Notification, Highlight int }
 
 // Counts gives unread notification counts.
 type Counts interface {
-	Counts(ctx context.Context, user string, roomIDs []string, threads bool) (map[string]RoomCounts, error)
+	// Counts counts up to upTo, a committed events-stream position.
+	Counts(ctx context.Context, user string, roomIDs []string, threads bool, upTo int64) (map[string]RoomCounts, error)
 }
 
 // Keys is what sync reads of end-to-end encryption.
