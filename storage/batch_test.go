@@ -3,6 +3,8 @@ package storage_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/parley-chat/parley/storage"
@@ -65,6 +67,51 @@ func TestBatchRows(t *testing.T) {
 					t.Fatalf("the later statement saw %d rows, want %d", w, want)
 				}
 			})
+		}
+	})
+}
+
+// TestTxnLookup finds stored transaction IDs among missing ones, in one
+// call and across chunks, on both dialects (they run different SQL).
+func TestTxnLookup(t *testing.T) {
+	storagetest.ForEach(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		rs := db.Rooms()
+		var stored, missing []storage.TxnKey
+		for i := range 70 {
+			k := storage.TxnKey{UserID: "@u:x", DeviceID: "D", Scope: "send/!r:x/m.room.message", TxnID: fmt.Sprintf("t%d", i)}
+			if i%3 == 0 {
+				missing = append(missing, k)
+			} else {
+				stored = append(stored, k)
+			}
+		}
+		if err := db.Write(ctx, func(tx *storage.Tx) error {
+			b := &storage.Batch{}
+			for _, k := range stored {
+				rs.AddTxn(b, k.UserID, k.DeviceID, k.Scope, k.TxnID, "$"+k.TxnID, 1)
+			}
+			return tx.ExecBatch(ctx, b)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, keys := range [][]storage.TxnKey{append(append([]storage.TxnKey{}, stored...), missing...), stored[:1], missing[:2], nil} {
+			got, err := rs.TxnLookup(ctx, db.Read(), keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 0
+			for _, k := range keys {
+				if strings.HasPrefix(k.TxnID, "t") && !slices.Contains(missing, k) {
+					want++
+					if got[k] != "$"+k.TxnID {
+						t.Fatalf("%v: got %q", k, got[k])
+					}
+				}
+			}
+			if len(got) != want {
+				t.Fatalf("%d found, want %d", len(got), want)
+			}
 		}
 	})
 }

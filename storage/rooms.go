@@ -708,10 +708,43 @@ func (s *Rooms) ReportCreate(ctx context.Context, r Report) error {
 // TxnKey identifies a client transaction.
 type TxnKey struct{ UserID, DeviceID, Scope, TxnID string }
 
+// txnLookupArrays is TxnLookup on PostgreSQL: the keys go as four arrays,
+// one statement whatever their number, so that its plan is made once; the
+// padded VALUES list took milliseconds to plan on every batch.
+func (s *Rooms) txnLookupArrays(ctx context.Context, q Querier, keys []TxnKey, out map[TxnKey]string) error {
+	cols := make([][]string, 4)
+	for _, k := range keys {
+		cols[0] = append(cols[0], k.UserID)
+		cols[1] = append(cols[1], k.DeviceID)
+		cols[2] = append(cols[2], k.Scope)
+		cols[3] = append(cols[3], k.TxnID)
+	}
+	rows, err := q.Query(ctx, `SELECT t.user_id, t.device_id, t.scope, t.txn_id, t.event_id
+		FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), CAST($3 AS TEXT[]), CAST($4 AS TEXT[])) AS v (u, d, s, x)
+		JOIN txn_ids t ON t.user_id = v.u AND t.device_id = v.d AND t.scope = v.s AND t.txn_id = v.x`,
+		cols[0], cols[1], cols[2], cols[3])
+	if err != nil {
+		return fmt.Errorf("txn lookup: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k TxnKey
+		var ev string
+		if err := rows.Scan(&k.UserID, &k.DeviceID, &k.Scope, &k.TxnID, &ev); err != nil {
+			return fmt.Errorf("txn lookup: %w", err)
+		}
+		out[k] = ev
+	}
+	return rows.Err()
+}
+
 // TxnLookup finds the events earlier requests with these transaction IDs
 // produced (absent keys were never seen).
 func (s *Rooms) TxnLookup(ctx context.Context, q Querier, keys []TxnKey) (map[TxnKey]string, error) {
 	out := make(map[TxnKey]string, len(keys))
+	if s.db.Dialect() == "postgres" {
+		return out, s.txnLookupArrays(ctx, q, keys, out)
+	}
 	for start := 0; start < len(keys); start += 64 {
 		chunk := keys[start:min(start+64, len(keys))]
 		size := inSize(len(chunk))
