@@ -560,6 +560,15 @@ func (e *Engine) OneTimeKeyCounts(ctx context.Context, userID, deviceID string) 
 	return withDefaultCount(c), nil
 }
 
+// KeyCounts is OneTimeKeyCounts and UnusedFallbackKeyTypes in one read.
+func (e *Engine) KeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
+	c, fb, err := e.store.KeyCounts(ctx, e.db.Read(), userID, deviceID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return withDefaultCount(c), fb, nil
+}
+
 // UnusedFallbackKeyTypes lists the algorithms of a device's fallback keys
 // that no claim has handed out (never nil): sync's
 // device_unused_fallback_key_types.

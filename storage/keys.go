@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Stream names of the end-to-end encryption engine.
@@ -235,6 +236,34 @@ func (k *Keys) FallbackKeyClaim(ctx context.Context, tx *Tx, userID, deviceID, a
 		return "", "", fmt.Errorf("claim fallback key: %w", err)
 	}
 	return keyID, keyJSON, nil
+}
+
+// KeyCounts returns OneTimeKeyCounts and FallbackKeyUnusedTypes together,
+// in one query: every sync response carries both.
+func (k *Keys) KeyCounts(ctx context.Context, q Querier, userID, deviceID string) (map[string]int, []string, error) {
+	rows, err := q.Query(ctx, `SELECT algorithm, COUNT(*), 0 FROM e2ee_one_time_keys WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm
+		UNION ALL
+		SELECT algorithm, 0, 1 FROM e2ee_fallback_keys WHERE user_id = $1 AND device_id = $2 AND NOT used`, userID, deviceID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("key counts: %w", err)
+	}
+	defer rows.Close()
+	counts := map[string]int{}
+	fallback := []string{}
+	for rows.Next() {
+		var alg string
+		var n, fb int
+		if err := rows.Scan(&alg, &n, &fb); err != nil {
+			return nil, nil, fmt.Errorf("key counts: %w", err)
+		}
+		if fb == 1 {
+			fallback = append(fallback, alg)
+		} else {
+			counts[alg] = n
+		}
+	}
+	slices.Sort(fallback)
+	return counts, fallback, rows.Err()
 }
 
 // FallbackKeyUnusedTypes lists the algorithms for which a device has a

@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -153,6 +154,12 @@ func TestKeys(t *testing.T) {
 				u, err := k.FallbackKeyUnusedTypes(ctx, db.Read(), alice, "A1")
 				if err != nil {
 					t.Fatal(err)
+				}
+				// The combined read agrees with the two it stands for.
+				c, fb, err := k.KeyCounts(ctx, db.Read(), alice, "A1")
+				want, _ := k.OneTimeKeyCounts(ctx, db.Read(), alice, "A1")
+				if err != nil || !slices.Equal(fb, u) || !maps.Equal(c, want) {
+					t.Fatalf("KeyCounts %v %v %v; want %v %v", c, fb, err, want, u)
 				}
 				return u
 			}

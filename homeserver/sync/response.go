@@ -286,6 +286,9 @@ func (b *builder) joinedNow() ([]string, error) {
 		}
 	}
 	b.joinedRead = true
+	// Read after the positions: a change after them is in the next
+	// window's membership changes, which then does not reuse this.
+	b.e.joined.Put(b.req.UserID, joinedAt{pos: b.now.Events, rooms: b.joinedRooms})
 	return b.joinedRooms, nil
 }
 
@@ -325,6 +328,11 @@ func (b *builder) roomTargets() ([]target, error) {
 	changes, err := b.e.d.Rooms.MembershipChanges(b.ctx, b.req.UserID, b.since.Events, b.now.Events)
 	if err != nil {
 		return nil, err
+	}
+	if c, ok := b.e.joined.Get(b.req.UserID); ok && len(changes) == 0 && c.pos == b.since.Events {
+		// No membership change since the build that read them.
+		b.joinedRooms, b.joinedRead = c.rooms, true
+		b.e.joined.Put(b.req.UserID, joinedAt{pos: b.now.Events, rooms: c.rooms})
 	}
 	var out []target
 	changed := map[string]bool{}
@@ -639,7 +647,7 @@ func (b *builder) keyCounts() error {
 	if k == nil || b.req.DeviceID == "" {
 		return nil
 	}
-	counts, err := k.OneTimeKeyCounts(b.ctx, b.req.UserID, b.req.DeviceID)
+	counts, fb, err := k.KeyCounts(b.ctx, b.req.UserID, b.req.DeviceID)
 	if err != nil {
 		return err
 	}
@@ -647,10 +655,6 @@ func (b *builder) keyCounts() error {
 		counts = map[string]int{}
 	}
 	b.resp.OTKCounts = counts
-	fb, err := k.UnusedFallbackKeyTypes(b.ctx, b.req.UserID, b.req.DeviceID)
-	if err != nil {
-		return err
-	}
 	if fb == nil {
 		fb = []string{}
 	}
