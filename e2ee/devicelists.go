@@ -18,6 +18,9 @@ import (
 //   - left: the users of delta.Left who share no room with userID any
 //     more.
 //
+// A window that begins before the pruned horizon (DeviceListLifetime)
+// reports everyone the user shares a room with as changed.
+//
 // delta comes from the room stream, which the sync engine reads. Without
 // a RoomMembership the engine knows no one else shares a room, so only
 // userID's own changes (and their signatures of others) are reported.
@@ -28,6 +31,24 @@ func (e *Engine) DeviceListChanges(ctx context.Context, userID string, from, to 
 		return nil, nil, err
 	}
 	set := map[string]bool{}
+	horizon, err := e.store.DeviceListsHorizon(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if from < horizon {
+		// Changes before the horizon were pruned: assume everyone the
+		// user shares a room with changed, and the user too.
+		set[userID] = true
+		if membership != nil {
+			shared, err := membership.SharedRoomUsers(ctx, userID)
+			if err != nil {
+				return nil, nil, err
+			}
+			for _, u := range shared {
+				set[u] = true
+			}
+		}
+	}
 	var others []string
 	for _, r := range rows {
 		switch {

@@ -189,7 +189,7 @@ func (e *Engine) notifyKeys(userID, deviceID string) {
 
 // deviceListChanged records a change in tx and notifies after commit.
 func (e *Engine) deviceListChanged(ctx context.Context, tx *storage.Tx, userID, onlyFor string) error {
-	pos, err := e.store.DeviceListChangeAdd(ctx, tx, userID, onlyFor)
+	pos, err := e.store.DeviceListChangeAdd(ctx, tx, userID, onlyFor, e.now().UnixMilli())
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/parley-chat/parley/e2ee"
 	"github.com/parley-chat/parley/storage"
@@ -585,6 +586,21 @@ func TestDeviceListChanges(t *testing.T) {
 		changed, _, _ = e.DeviceListChanges(ctx, carol.user, to, after["device_lists"], e2ee.MembershipDelta{})
 		if !slices.Equal(changed, []string{carol.user}) {
 			t.Fatalf("deletion not a change: %v", changed)
+		}
+
+		// Once old changes are pruned, a window from before the horizon
+		// reports everyone sharing a room as changed; later ones as usual.
+		e.SetMembership(rooms{groups: [][]string{{alice.user, bob.user}}})
+		if _, err := db.Keys().DeviceListsPrune(ctx, time.Now().Add(time.Hour).UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+		changed, _, err = e.DeviceListChanges(ctx, alice.user, from, after["device_lists"], e2ee.MembershipDelta{})
+		if err != nil || !slices.Equal(changed, []string{alice.user, bob.user}) {
+			t.Fatalf("from before the horizon: %v %v", changed, err)
+		}
+		changed, _, err = e.DeviceListChanges(ctx, alice.user, after["device_lists"], after["device_lists"], e2ee.MembershipDelta{})
+		if err != nil || len(changed) != 0 {
+			t.Fatalf("after the horizon: %v %v", changed, err)
 		}
 	})
 }

@@ -28,6 +28,10 @@ const (
 	ToDeviceTxnLifetime = 24 * time.Hour
 	// OutboxLifetime is how long messages for other servers wait.
 	OutboxLifetime = 7 * 24 * time.Hour
+	// DeviceListLifetime is how long device-list changes are kept: a
+	// client syncing from before that is told every user it shares a
+	// room with changed, and fetches their keys again.
+	DeviceListLifetime = 30 * 24 * time.Hour
 )
 
 // Batch sizes of to-device reads.
@@ -257,6 +261,9 @@ func (e *Engine) Prune(ctx context.Context) error {
 	}
 	if n > 0 {
 		e.log.WarnContext(ctx, "dropped to-device messages for other servers that could not be sent", "count", n)
+	}
+	if _, err := e.store.DeviceListsPrune(ctx, now.Add(-DeviceListLifetime).UnixMilli()); err != nil {
+		return err
 	}
 	return nil
 }

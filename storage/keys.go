@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 )
 
 // Stream names of the end-to-end encryption engine.
@@ -425,7 +426,7 @@ type DeviceListChange struct {
 // DeviceListChangeAdd records a change on the device_lists stream and
 // returns its position. onlyFor is "" when everyone who shares a room with
 // the user may be told.
-func (k *Keys) DeviceListChangeAdd(ctx context.Context, tx *Tx, userID, onlyFor string) (int64, error) {
+func (k *Keys) DeviceListChangeAdd(ctx context.Context, tx *Tx, userID, onlyFor string, ts int64) (int64, error) {
 	pos, err := tx.NextStreamPos(ctx, DeviceListsStream, 1)
 	if err != nil {
 		return 0, err
@@ -434,10 +435,56 @@ func (k *Keys) DeviceListChangeAdd(ctx context.Context, tx *Tx, userID, onlyFor 
 	if onlyFor != "" {
 		only = &onlyFor
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO e2ee_device_list_changes (stream_pos, user_id, only_for) VALUES ($1, $2, $3)`, pos, userID, only); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO e2ee_device_list_changes (stream_pos, user_id, only_for, ts) VALUES ($1, $2, $3, $4)`,
+		pos, userID, only, ts); err != nil {
 		return 0, fmt.Errorf("record device list change: %w", err)
 	}
 	return pos, nil
+}
+
+// deviceListsHorizon names, in server_settings, the newest pruned
+// device-list position.
+const deviceListsHorizon = "e2ee_device_lists_horizon"
+
+// DeviceListsPrune deletes device-list changes recorded before olderThan
+// (ms) and moves the horizon up to the newest of them. It returns how
+// many went.
+func (k *Keys) DeviceListsPrune(ctx context.Context, olderThan int64) (int64, error) {
+	var n int64
+	err := k.db.Write(ctx, func(tx *Tx) error {
+		var top *int64
+		if err := tx.QueryRow(ctx, `SELECT MAX(stream_pos) FROM e2ee_device_list_changes WHERE ts < $1`, olderThan).Scan(&top); err != nil {
+			return err
+		}
+		if top == nil {
+			return nil
+		}
+		var err error
+		if n, err = tx.Exec(ctx, `DELETE FROM e2ee_device_list_changes WHERE stream_pos <= $1`, *top); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO server_settings (name, value) VALUES ($1, $2)
+			ON CONFLICT (name) DO UPDATE SET value = excluded.value`, deviceListsHorizon, strconv.FormatInt(*top, 10))
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune device list changes: %w", err)
+	}
+	return n, nil
+}
+
+// DeviceListsHorizon returns the newest pruned device-list position (0:
+// none): changes after a position before it are no longer all known.
+func (k *Keys) DeviceListsHorizon(ctx context.Context) (int64, error) {
+	var v string
+	err := k.db.Read().QueryRow(ctx, `SELECT value FROM server_settings WHERE name = $1`, deviceListsHorizon).Scan(&v)
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("device lists horizon: %w", err)
+	}
+	return strconv.ParseInt(v, 10, 64)
 }
 
 // DeviceListChangesBetween returns, once each, the changes with

@@ -188,13 +188,13 @@ func TestKeys(t *testing.T) {
 		t.Run("device list changes", func(t *testing.T) {
 			var p1, p2, p3 int64
 			write(func(tx *storage.Tx) (err error) {
-				if p1, err = k.DeviceListChangeAdd(ctx, tx, alice, ""); err != nil {
+				if p1, err = k.DeviceListChangeAdd(ctx, tx, alice, "", 1); err != nil {
 					return err
 				}
-				if p2, err = k.DeviceListChangeAdd(ctx, tx, alice, ""); err != nil {
+				if p2, err = k.DeviceListChangeAdd(ctx, tx, alice, "", 1); err != nil {
 					return err
 				}
-				p3, err = k.DeviceListChangeAdd(ctx, tx, bob, alice)
+				p3, err = k.DeviceListChangeAdd(ctx, tx, bob, alice, 1)
 				return err
 			})
 			if p2 != p1+1 || p3 != p2+1 {
@@ -218,6 +218,23 @@ func TestKeys(t *testing.T) {
 				if err != nil || !slices.Equal(got, tc.want) {
 					t.Fatalf("%s (%d, %d]: %+v %v, want %+v", tc.viewer, tc.from, tc.to, got, err, tc.want)
 				}
+			}
+			// Pruning: nothing is old enough, then everything is; the
+			// horizon tells readers what they can no longer see.
+			if n, err := k.DeviceListsPrune(ctx, 1); err != nil || n != 0 {
+				t.Fatalf("pruned %d %v, want none", n, err)
+			}
+			if h, err := k.DeviceListsHorizon(ctx); err != nil || h != 0 {
+				t.Fatalf("horizon %d %v before pruning", h, err)
+			}
+			if n, err := k.DeviceListsPrune(ctx, 2); err != nil || n < 3 {
+				t.Fatalf("pruned %d %v, want the three", n, err)
+			}
+			if h, err := k.DeviceListsHorizon(ctx); err != nil || h != p3 {
+				t.Fatalf("horizon %d %v, want %d", h, err, p3)
+			}
+			if got, err := k.DeviceListChangesBetween(ctx, alice, p1-1, p3); err != nil || len(got) != 0 {
+				t.Fatalf("after pruning: %+v %v", got, err)
 			}
 		})
 
