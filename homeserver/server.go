@@ -209,7 +209,9 @@ func (s *Server) periodicJob(every time.Duration, args func() river.JobArgs) {
 }
 
 func (s *Server) buildHTTP() http.Handler {
-	r := mux.NewRouter().UseEncodedPath()
+	// Paths arrive encoded (httpapi.Stack sets Path so): variables decode
+	// in httpapi.Var.
+	r := mux.NewRouter()
 	r.NotFoundHandler = httpapi.NotFound()
 	r.MethodNotAllowedHandler = httpapi.MethodNotAllowed()
 	r.Handle("/health", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

@@ -3,6 +3,7 @@ package sytest
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -131,5 +132,25 @@ func TestNonCanonicalContent(t *testing.T) {
 		}), 400, "M_BAD_JSON")
 		MustErr(t, u.Do(t, "POST", v3+"/createRoom", map[string]any{"creation_content": json.RawMessage(`{"f":0.25}`)}), 400, "M_BAD_JSON")
 		Must(t, u.Do(t, "PUT", v3+"/rooms/"+room+"/send/m.test/canon-ok", json.RawMessage(`{"n":9007199254740991}`)), 200)
+	})
+}
+
+// TestEncodedPathVariables sends path variables holding characters that
+// must be escaped — '/', '%', '#', spaces, non-ASCII — and reads them back
+// intact, so that routing never splits or double-decodes them.
+func TestEncodedPathVariables(t *testing.T) {
+	ForEachDialect(t, func(t *testing.T, dialect string) {
+		t.Parallel()
+		s := Shared(t, dialect)
+		u := s.Register(t, "paths")
+		room := u.createRoom(t, map[string]any{})
+		for i, key := range []string{"a/b", "100%", "#tag", "with space", "café/ü", "%2F"} {
+			want := "v" + strconv.Itoa(i)
+			u.putState(t, room, "m.test", key, map[string]any{"v": want})
+			r := Must(t, u.Do(t, "GET", roomPath(room)+"/state/m.test/"+url.PathEscape(key), nil), 200)
+			if r.Str("v") != want {
+				t.Fatalf("state key %q read back %s", key, r)
+			}
+		}
 	})
 }
