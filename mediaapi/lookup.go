@@ -150,7 +150,13 @@ func (e *Engine) remoteRecord(ctx context.Context, origin, mediaID string, allow
 		return rec, notFound()
 	}
 	err = e.fetches.do(ctx, origin+"/"+mediaID, func() error {
-		return e.fetchRemote(context.WithoutCancel(ctx), origin, mediaID)
+		ctx := context.WithoutCancel(ctx)
+		// A fetch that finished between our read and this flight has
+		// stored it already.
+		if got, err := e.store.MediaGet(ctx, origin, mediaID); err == nil && !got.Pending() {
+			return nil
+		}
+		return e.fetchRemote(ctx, origin, mediaID)
 	})
 	if err != nil {
 		return rec, remoteError(err)
