@@ -128,6 +128,9 @@ type Engine struct {
 	mu sync.Mutex
 	// pending is activity not yet written, by user.
 	pending map[string]*input
+	// writing is activity a flush took from pending and is writing; it
+	// counts for Status until the written rows are in known.
+	writing map[string]*input
 	// known is each recently seen user's presence as last read or
 	// written here, to tell activity that changes nothing visible.
 	known map[string]storage.PresenceRow
@@ -348,6 +351,7 @@ func (e *Engine) flush(ctx context.Context, all bool) error {
 		}
 	}
 	e.forgetOldKnown(now)
+	e.writing = take
 	e.mu.Unlock()
 	if len(take) == 0 && len(due) == 0 {
 		return nil
@@ -355,6 +359,7 @@ func (e *Engine) flush(ctx context.Context, all bool) error {
 	if err := e.process(ctx, take, due); err != nil {
 		// Put the activity back for the next attempt.
 		e.mu.Lock()
+		e.writing = nil
 		for u, in := range take {
 			if cur := e.pending[u]; cur != nil {
 				in.merge(cur)
@@ -517,6 +522,7 @@ func (e *Engine) write(ctx context.Context, inputs map[string]*input, due []stri
 	for _, p := range written {
 		e.known[p.UserID] = p
 	}
+	e.writing = nil
 	e.mu.Unlock()
 	return last, changed, nil
 }
@@ -652,6 +658,14 @@ func (e *Engine) Status(ctx context.Context, viewer, target string) (Status, err
 // status renders a row as of now, with activity not yet written.
 func (e *Engine) status(p storage.PresenceRow, now int64) Status {
 	e.mu.Lock()
+	// A flush may have committed after p was read, or be writing now:
+	// what it wrote is in known, what it writes in writing.
+	if k, ok := e.known[p.UserID]; ok && k.StreamPos >= p.StreamPos {
+		p = k
+	}
+	if in := e.writing[p.UserID]; in != nil {
+		e.apply(&p, in)
+	}
 	if in := e.pending[p.UserID]; in != nil {
 		e.apply(&p, in)
 	}
