@@ -549,29 +549,14 @@ func (e *Engine) ClaimKeys(ctx context.Context, want map[string]map[string]strin
 	return res, nil
 }
 
-// OneTimeKeyCounts returns a device's unclaimed one-time keys per
-// algorithm, signed_curve25519 always included: sync's
-// device_one_time_keys_count.
-func (e *Engine) OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error) {
-	c, err := e.store.OneTimeKeyCounts(ctx, e.db.Read(), userID, deviceID)
-	if err != nil {
-		return nil, err
-	}
-	return withDefaultCount(c), nil
-}
-
-// KeyCounts is OneTimeKeyCounts and UnusedFallbackKeyTypes in one read.
+// KeyCounts returns a device's unclaimed one-time keys per algorithm,
+// signed_curve25519 always included (sync's device_one_time_keys_count),
+// and the algorithms of its fallback keys no claim has handed out, never
+// nil (device_unused_fallback_key_types), in one read.
 func (e *Engine) KeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
 	c, fb, err := e.store.KeyCounts(ctx, e.db.Read(), userID, deviceID)
 	if err != nil {
 		return nil, nil, err
 	}
 	return withDefaultCount(c), fb, nil
-}
-
-// UnusedFallbackKeyTypes lists the algorithms of a device's fallback keys
-// that no claim has handed out (never nil): sync's
-// device_unused_fallback_key_types.
-func (e *Engine) UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error) {
-	return e.store.FallbackKeyUnusedTypes(ctx, e.db.Read(), userID, deviceID)
 }

@@ -9,7 +9,7 @@
 //	to_device     one position per queued message        ToDeviceSince, AckToDevice
 //	device_lists  one position per device-list change    DeviceListChanges
 //
-// and the per-device counts (OneTimeKeyCounts, UnusedFallbackKeyTypes).
+// and the per-device counts (KeyCounts).
 // Positions come from storage's NextStreamPos inside the writing
 // transaction, so a reader that has seen position P later sees everything
 // at or below P. After each commit the engine tells the Notifier, so that

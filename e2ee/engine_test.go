@@ -97,7 +97,7 @@ func TestUploadKeys(t *testing.T) {
 			}
 			_, err = e.UploadKeys(ctx, alice.user, alice.id, e2ee.UploadRequest{OneTimeKeys: alice.otks(t, 200, 6)})
 			wantCode(t, err, "M_INVALID_PARAM")
-			if c, _ := e.OneTimeKeyCounts(ctx, alice.user, alice.id); c["signed_curve25519"] != 15 {
+			if c, _, _ := e.KeyCounts(ctx, alice.user, alice.id); c["signed_curve25519"] != 15 {
 				t.Fatalf("refused upload kept keys: %v", c)
 			}
 			two := alice.fallback(t, "A")
@@ -118,7 +118,7 @@ func TestClaimConcurrency(t *testing.T) {
 		e := newEngine(t, db, e2ee.Config{})
 		bob := newDevice(t, db, "@bob:"+server, "BOB")
 		bob.upload(t, e, 10)
-		if types, _ := e.UnusedFallbackKeyTypes(ctx, bob.user, bob.id); !slices.Equal(types, []string{"signed_curve25519"}) {
+		if _, types, _ := e.KeyCounts(ctx, bob.user, bob.id); !slices.Equal(types, []string{"signed_curve25519"}) {
 			t.Fatalf("unused fallback types: %v", types)
 		}
 		var (
@@ -172,17 +172,17 @@ func TestClaimConcurrency(t *testing.T) {
 		if otks != 10 {
 			t.Fatalf("%d distinct one-time keys handed out, want 10: %v", otks, got)
 		}
-		if c, _ := e.OneTimeKeyCounts(ctx, bob.user, bob.id); c["signed_curve25519"] != 0 {
+		if c, _, _ := e.KeyCounts(ctx, bob.user, bob.id); c["signed_curve25519"] != 0 {
 			t.Fatalf("counts after: %v", c)
 		}
-		if types, _ := e.UnusedFallbackKeyTypes(ctx, bob.user, bob.id); len(types) != 0 {
+		if _, types, _ := e.KeyCounts(ctx, bob.user, bob.id); len(types) != 0 {
 			t.Fatalf("fallback still unused: %v", types)
 		}
 		// A new fallback key is unused again; the same one stays used.
 		if _, err := e.UploadKeys(ctx, bob.user, bob.id, e2ee.UploadRequest{FallbackKeys: bob.fallback(t, "FB2")}); err != nil {
 			t.Fatal(err)
 		}
-		if types, _ := e.UnusedFallbackKeyTypes(ctx, bob.user, bob.id); len(types) != 1 {
+		if _, types, _ := e.KeyCounts(ctx, bob.user, bob.id); len(types) != 1 {
 			t.Fatalf("new fallback not unused: %v", types)
 		}
 	})

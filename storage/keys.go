@@ -239,8 +239,9 @@ func (k *Keys) FallbackKeyClaim(ctx context.Context, tx *Tx, userID, deviceID, a
 	return keyID, keyJSON, nil
 }
 
-// KeyCounts returns OneTimeKeyCounts and FallbackKeyUnusedTypes together,
-// in one query: every sync response carries both.
+// KeyCounts returns OneTimeKeyCounts and the algorithms of the device's
+// fallback keys that no claim has handed out yet, in one query: every
+// sync response carries both.
 func (k *Keys) KeyCounts(ctx context.Context, q Querier, userID, deviceID string) (map[string]int, []string, error) {
 	rows, err := q.Query(ctx, `SELECT algorithm, COUNT(*), 0 FROM e2ee_one_time_keys WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm
 		UNION ALL
@@ -265,26 +266,6 @@ func (k *Keys) KeyCounts(ctx context.Context, q Querier, userID, deviceID string
 	}
 	slices.Sort(fallback)
 	return counts, fallback, rows.Err()
-}
-
-// FallbackKeyUnusedTypes lists the algorithms for which a device has a
-// fallback key that no claim has handed out yet.
-func (k *Keys) FallbackKeyUnusedTypes(ctx context.Context, q Querier, userID, deviceID string) ([]string, error) {
-	rows, err := q.Query(ctx, `SELECT algorithm FROM e2ee_fallback_keys WHERE user_id = $1 AND device_id = $2 AND NOT used ORDER BY algorithm`,
-		userID, deviceID)
-	if err != nil {
-		return nil, fmt.Errorf("unused fallback keys: %w", err)
-	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var alg string
-		if err := rows.Scan(&alg); err != nil {
-			return nil, err
-		}
-		out = append(out, alg)
-	}
-	return out, rows.Err()
 }
 
 // CrossSigningKey is one of a user's cross-signing keys.

@@ -142,16 +142,12 @@ func (b *builder) e2ee() error {
 	}
 	b.nextStreams.DeviceLists = &next
 	if b.req.DeviceID != "" {
-		counts, err := k.OneTimeKeyCounts(b.ctx, b.req.UserID, b.req.DeviceID)
+		counts, fb, err := k.KeyCounts(b.ctx, b.req.UserID, b.req.DeviceID)
 		if err != nil {
 			return err
 		}
 		if counts == nil {
 			counts = map[string]int{}
-		}
-		fb, err := k.UnusedFallbackKeyTypes(b.ctx, b.req.UserID, b.req.DeviceID)
-		if err != nil {
-			return err
 		}
 		if fb == nil {
 			fb = []string{}

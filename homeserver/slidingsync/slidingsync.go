@@ -61,8 +61,9 @@ type Keys interface {
 	CurrentPositions(ctx context.Context) (map[string]int64, error)
 	ToDeviceSince(ctx context.Context, userID, deviceID string, since, limit int64) ([]e2ee.ToDeviceMessage, int64, error)
 	AckToDevice(ctx context.Context, userID, deviceID string, upTo int64) error
-	OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error)
-	UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error)
+	// KeyCounts returns the one-time key counts and unused fallback key
+	// types of a device.
+	KeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error)
 	DeviceListChanges(ctx context.Context, userID string, from, to int64, delta e2ee.MembershipDelta) (changed, left []string, err error)
 }
 
