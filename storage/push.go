@@ -305,28 +305,12 @@ type PushAfter struct {
 // countChunk bounds the rooms or threads one count query carries.
 const countChunk = 128
 
-// PushCountsAfter counts a user's push actions per room and thread after
-// each room's position (ThreadID of the PushAfter values is ignored).
-func (p *Push) PushCountsAfter(ctx context.Context, userID string, rooms []PushAfter) ([]PushCount, error) {
-	return p.pushCounts(ctx, userID, rooms, false, 0)
-}
-
-// PushCountsBetween counts a user's push actions with After < position ≤
-// upper in each given room, or in each given thread when threads is true.
+// PushCountsBetween counts a user's push actions, their own and those shared
+// by a room's members, with After < position ≤ upper (0: no bound) in each
+// given room, or in each given thread when threads is true. The wanted
+// rooms (or threads) go as a VALUES list padded to power-of-two sizes with
+// rows that match nothing, so that few statement shapes are prepared.
 func (p *Push) PushCountsBetween(ctx context.Context, userID string, want []PushAfter, threads bool, upper int64) ([]PushCount, error) {
-	return p.pushCounts(ctx, userID, want, threads, upper)
-}
-
-// PushCountsInThreads counts a user's push actions in each given thread
-// after its position.
-func (p *Push) PushCountsInThreads(ctx context.Context, userID string, threads []PushAfter) ([]PushCount, error) {
-	return p.pushCounts(ctx, userID, threads, true, 0)
-}
-
-// pushCounts joins the wanted (room[, thread], position) triples, given as
-// a VALUES list, to push_actions. Lists are padded to power-of-two sizes
-// with rows that match nothing, so that few statement shapes are prepared.
-func (p *Push) pushCounts(ctx context.Context, userID string, want []PushAfter, threads bool, upper int64) ([]PushCount, error) {
 	var out []PushCount
 	if upper <= 0 {
 		upper = 1 << 62

@@ -91,7 +91,7 @@ func TestPush(t *testing.T) {
 			p.AddPushActions(b, rows[:1]) // a repeat is ignored
 			write(func(tx *storage.Tx) error { return tx.ExecBatch(ctx, b) })
 
-			counts, err := p.PushCountsAfter(ctx, alice, []storage.PushAfter{{RoomID: "!a:x", After: 100}, {RoomID: "!b:x"}, {RoomID: "!none:x"}})
+			counts, err := p.PushCountsBetween(ctx, alice, []storage.PushAfter{{RoomID: "!a:x", After: 100}, {RoomID: "!b:x"}, {RoomID: "!none:x"}}, false, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,7 +104,7 @@ func TestPush(t *testing.T) {
 			if !slices.Equal(counts, want) {
 				t.Fatalf("counts %+v", counts)
 			}
-			counts, err = p.PushCountsInThreads(ctx, alice, []storage.PushAfter{{RoomID: "!a:x", ThreadID: "$root", After: 140}})
+			counts, err = p.PushCountsBetween(ctx, alice, []storage.PushAfter{{RoomID: "!a:x", ThreadID: "$root", After: 140}}, true, 0)
 			if err != nil || len(counts) != 1 || counts[0].Notifications != 4 || counts[0].Highlight != 1 { // 141, 144, 147, 150
 				t.Fatalf("thread counts %+v %v", counts, err)
 			}
@@ -114,7 +114,7 @@ func TestPush(t *testing.T) {
 				many = append(many, storage.PushAfter{RoomID: fmt.Sprintf("!r%d:x", i)})
 			}
 			many = append(many, storage.PushAfter{RoomID: "!b:x", After: 199})
-			if counts, err = p.PushCountsAfter(ctx, alice, many); err != nil || len(counts) != 1 {
+			if counts, err = p.PushCountsBetween(ctx, alice, many, false, 0); err != nil || len(counts) != 1 {
 				t.Fatalf("many rooms %+v %v", counts, err)
 			}
 

@@ -349,7 +349,7 @@ func TestCountCacheTopsUp(t *testing.T) {
 			}
 			got := en.counts(t, bob, room, false)
 			after, _ := en.receipts.ReadUpTo(ctx, bob, room, "")
-			fresh, err := db.Push().PushCountsAfter(ctx, bob, []storage.PushAfter{{RoomID: room, After: after}})
+			fresh, err := db.Push().PushCountsBetween(ctx, bob, []storage.PushAfter{{RoomID: room, After: after}}, false, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
