@@ -38,11 +38,8 @@ func (a *API) putAccountData(w http.ResponseWriter, r *http.Request, d *deviceT)
 	if err := ownUser(r, d); err != nil {
 		return err
 	}
-	body, err := httpapi.ReadBody(r)
+	body, err := httpapi.ReadObject(r)
 	if err != nil {
-		return err
-	}
-	if err := httpapi.DecodeBytes(body, &map[string]any{}); err != nil {
 		return err
 	}
 	if err := a.accounts.SetAccountData(r.Context(), d.UserID, "", httpapi.Var(r, "type"), body); err != nil {
@@ -74,11 +71,8 @@ func (a *API) putRoomAccountData(w http.ResponseWriter, r *http.Request, d *devi
 	if err != nil {
 		return err
 	}
-	body, err := httpapi.ReadBody(r)
+	body, err := httpapi.ReadObject(r)
 	if err != nil {
-		return err
-	}
-	if err := httpapi.DecodeBytes(body, &map[string]any{}); err != nil {
 		return err
 	}
 	if err := a.accounts.SetAccountData(r.Context(), d.UserID, room, httpapi.Var(r, "type"), body); err != nil {
@@ -91,11 +85,8 @@ func (a *API) createFilter(w http.ResponseWriter, r *http.Request, d *deviceT) e
 	if err := ownUser(r, d); err != nil {
 		return err
 	}
-	body, err := httpapi.ReadBody(r)
+	body, err := httpapi.ReadObject(r)
 	if err != nil {
-		return err
-	}
-	if err := httpapi.DecodeBytes(body, &map[string]any{}); err != nil {
 		return err
 	}
 	id, err := a.accounts.CreateFilter(r.Context(), d.UserID, body)
@@ -139,11 +130,8 @@ func (a *API) putTag(w http.ResponseWriter, r *http.Request, d *deviceT) error {
 	if err != nil {
 		return err
 	}
-	body, err := httpapi.ReadBody(r)
+	body, err := httpapi.ReadObject(r)
 	if err != nil {
-		return err
-	}
-	if err := httpapi.DecodeBytes(body, &map[string]any{}); err != nil {
 		return err
 	}
 	if len(body) == 0 {

@@ -173,11 +173,8 @@ func (a *API) send(w http.ResponseWriter, r *http.Request, d *deviceT) error {
 	if err := a.limits.Allow(r.Context(), ratelimit.MessagesPerUser, d.UserID); err != nil {
 		return err
 	}
-	body, err := httpapi.ReadBody(r)
+	body, err := httpapi.ReadObject(r)
 	if err != nil {
-		return err
-	}
-	if err := httpapi.DecodeBytes(body, &map[string]json.RawMessage{}); err != nil {
 		return err
 	}
 	eventID, err := a.deps.Rooms.Send(r.Context(), rooms.SendParams{
@@ -195,11 +192,8 @@ func (a *API) putState(w http.ResponseWriter, r *http.Request, d *deviceT) error
 	if err != nil {
 		return err
 	}
-	body, err := httpapi.ReadBody(r)
+	body, err := httpapi.ReadObject(r)
 	if err != nil {
-		return err
-	}
-	if err := httpapi.DecodeBytes(body, &map[string]json.RawMessage{}); err != nil {
 		return err
 	}
 	key := httpapi.Var(r, "stateKey")

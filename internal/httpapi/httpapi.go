@@ -193,6 +193,27 @@ func Decode(r *http.Request, v any) error {
 	return DecodeBytes(b, v)
 }
 
+// ReadObject reads a body that must be a JSON object (empty counts as {})
+// and returns it as sent, for handlers that store or forward it whole:
+// M_NOT_JSON or M_BAD_JSON as Decode would answer, without decoding it.
+func ReadObject(r *http.Request) ([]byte, error) {
+	b, err := ReadBody(r)
+	if err != nil {
+		return nil, err
+	}
+	t := bytes.TrimSpace(b)
+	if len(t) == 0 {
+		return b, nil
+	}
+	if !json.Valid(t) {
+		return nil, mxerr.NotJSON("Request body is not valid JSON")
+	}
+	if t[0] != '{' {
+		return nil, mxerr.BadJSON("Request body must be a JSON object")
+	}
+	return b, nil
+}
+
 // DecodeBytes is Decode on an already-read body.
 func DecodeBytes(b []byte, v any) error {
 	b = bytes.TrimSpace(b)
