@@ -107,6 +107,26 @@ func (db *DB) Dialect() string { return db.d.name() }
 // behind the writer.
 func (db *DB) Read() Querier { return db.d.reader() }
 
+// ReadSnapshot returns ctx carrying one read transaction for the reads
+// made with it through Read(), and the function that ends it; reads then
+// see one consistent view. On SQLite a statement outside a transaction
+// opens one of its own, and under a steady stream of commits each such
+// start also drops the connection's page cache, so a request that reads a
+// dozen times (a sync build) pays that once. On PostgreSQL ctx comes back
+// unchanged: an explicit transaction would cost two round trips. Reads
+// with the returned ctx must not run concurrently.
+func (db *DB) ReadSnapshot(ctx context.Context) (context.Context, func()) {
+	if s, ok := db.d.(snapshotter); ok {
+		return s.readSnapshot(ctx)
+	}
+	return ctx, func() {}
+}
+
+// snapshotter is a dialect whose reads gain from one transaction.
+type snapshotter interface {
+	readSnapshot(ctx context.Context) (context.Context, func())
+}
+
 // Ping checks that the database answers.
 func (db *DB) Ping(ctx context.Context) error {
 	var one int

@@ -45,6 +45,44 @@ func TestCore(t *testing.T) {
 				t.Fatalf("missing row: got %v, want ErrNotFound", err)
 			}
 		})
+		t.Run("a read snapshot keeps one view until it ends", func(t *testing.T) {
+			read := func(ctx context.Context) int {
+				var n int
+				if err := db.Read().QueryRow(ctx, `SELECT COUNT(*) FROM server_settings WHERE name LIKE 'snap%'`).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			insert := func(name string) {
+				if _, err := db.Exec(ctx, `INSERT INTO server_settings (name, value) VALUES ($1, 'v')`, name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			insert("snap1")
+			sctx, end := db.ReadSnapshot(ctx)
+			if got := read(sctx); got != 1 {
+				t.Fatalf("snapshot read %d rows, want 1", got)
+			}
+			insert("snap2")
+			// Nested snapshots keep the outer view.
+			inner, endInner := db.ReadSnapshot(sctx)
+			got, gotInner := read(sctx), read(inner)
+			endInner()
+			if db.Dialect() == "sqlite" && (got != 1 || gotInner != 1) {
+				t.Fatalf("SQLite snapshot saw a later commit: %d, %d rows", got, gotInner)
+			}
+			if db.Dialect() == "postgres" && got != 2 {
+				t.Fatalf("PostgreSQL reads are not held in a transaction: %d rows, want 2", got)
+			}
+			if got := read(ctx); got != 2 {
+				t.Fatalf("read outside the snapshot saw %d rows, want 2", got)
+			}
+			end()
+			// A ctx that outlives its snapshot reads from the pool again.
+			if got := read(sctx); got != 2 {
+				t.Fatalf("read with an ended snapshot saw %d rows, want 2", got)
+			}
+		})
 		t.Run("rollback keeps nothing and skips hooks", func(t *testing.T) {
 			ran := false
 			boom := errors.New("boom")

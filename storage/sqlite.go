@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -124,6 +125,40 @@ func (s *sqliteDB) inTx(ctx context.Context, tx *Tx, fn func() error) error {
 	return nil
 }
 
+// liteSnapshot is a read transaction carried by a context (ReadSnapshot).
+type liteSnapshot struct {
+	owner *liteQuerier
+	tx    *sql.Tx
+	ended atomic.Bool
+}
+
+type snapshotKey struct{}
+
+func (s *sqliteDB) readSnapshot(ctx context.Context) (context.Context, func()) {
+	if sn, ok := ctx.Value(snapshotKey{}).(*liteSnapshot); ok && !sn.ended.Load() {
+		return ctx, func() {} // already in one: keep its view
+	}
+	tx, err := s.r.BeginTx(ctx, nil)
+	if err != nil {
+		// Reads then go to the pool one by one and report their own errors.
+		return ctx, func() {}
+	}
+	sn := &liteSnapshot{owner: s.rq, tx: tx}
+	return context.WithValue(ctx, snapshotKey{}, sn), func() {
+		sn.ended.Store(true)
+		_ = tx.Rollback()
+	}
+}
+
+// bind moves a pool statement into the context's read snapshot, if it
+// carries one of this pool's that has not ended.
+func (q *liteQuerier) bind(ctx context.Context, st *sql.Stmt) *sql.Stmt {
+	if sn, ok := ctx.Value(snapshotKey{}).(*liteSnapshot); ok && sn.owner == q && !sn.ended.Load() {
+		return sn.tx.StmtContext(ctx, st)
+	}
+	return st
+}
+
 func (s *sqliteDB) sqlType(token string) (string, bool) {
 	switch token {
 	case "serial":
@@ -229,7 +264,7 @@ func (q *liteQuerier) Query(ctx context.Context, query string, args ...any) (Row
 	if err != nil {
 		return nil, err
 	}
-	rows, err := st.QueryContext(ctx, args...)
+	rows, err := q.bind(ctx, st).QueryContext(ctx, args...)
 	if err != nil {
 		return nil, liteErr(err)
 	}
@@ -241,7 +276,7 @@ func (q *liteQuerier) QueryRow(ctx context.Context, query string, args ...any) R
 	if err != nil {
 		return errRow{err}
 	}
-	return liteRow{st.QueryRowContext(ctx, args...)}
+	return liteRow{q.bind(ctx, st).QueryRowContext(ctx, args...)}
 }
 
 // liteTxQuerier runs the parent's prepared statements inside a transaction.

@@ -223,11 +223,10 @@ func (e *Engine) Sync(ctx context.Context, req Request) (*Response, error) {
 		// already carried. Build only when something moved, or to answer.
 		quiet := req.Since != nil && !req.FullState && remaining > 0 && now.max(*req.Since) == *req.Since
 		if !quiet && (resp == nil || now != built) {
-			resp, err = e.gatedBuild(ctx, req, now)
+			resp, built, err = e.gatedBuild(ctx, req, now)
 			if err != nil {
 				return nil, err
 			}
-			built = now
 		}
 		if resp != nil && (req.Since == nil || !resp.empty() || remaining <= 0 || req.FullState) {
 			return resp, nil
@@ -262,18 +261,37 @@ func buildSlots(db *storage.DB) int {
 
 // gatedBuild builds an incremental response in one of the slots. Initial
 // and full-state syncs, rare and slow, go around the gate so that they
-// never hold up everyone's incremental ones.
-func (e *Engine) gatedBuild(ctx context.Context, req Request, now Token) (*Response, error) {
-	if req.Since == nil || req.FullState {
-		return e.build(ctx, req, now)
+// never hold up everyone's incremental ones. A build that had to wait for
+// its slot reads the positions again: what arrived while it waited goes
+// into the same answer rather than into another build right after, so
+// that a busy server builds fewer, fuller answers. It returns the
+// positions it built for.
+func (e *Engine) gatedBuild(ctx context.Context, req Request, now Token) (*Response, Token, error) {
+	if req.Since != nil && !req.FullState {
+		select {
+		case e.slots <- struct{}{}:
+		default:
+			select {
+			case e.slots <- struct{}{}:
+			case <-ctx.Done():
+				return nil, now, ctx.Err()
+			}
+			var err error
+			if now, err = e.positions(ctx); err != nil {
+				<-e.slots
+				return nil, now, err
+			}
+		}
+		defer func() { <-e.slots }()
 	}
-	select {
-	case e.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	// One read transaction for the whole build: a dozen reads, one view.
+	if e.d.DB != nil {
+		var end func()
+		ctx, end = e.d.DB.ReadSnapshot(ctx)
+		defer end()
 	}
-	defer func() { <-e.slots }()
-	return e.build(ctx, req, now)
+	resp, err := e.build(ctx, req, now)
+	return resp, now, err
 }
 
 // positions reads every stream's current position, the database's in one
