@@ -56,6 +56,11 @@ func openSQLite(ctx context.Context, rawURL string, opts Options) (*sqliteDB, er
 		wv[k] = append([]string(nil), v...)
 	}
 	wv.Set("_txlock", "immediate")
+	// Multi-row statements and savepoints inside a write transaction keep
+	// a statement journal of every page they touch; in a temporary file
+	// that was as many write syscalls as the WAL itself. In memory it
+	// holds one transaction's pages at most.
+	wv.Add("_pragma", "temp_store(MEMORY)")
 	w, err := sql.Open("sqlite", "file:"+path+"?"+wv.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("storage: open SQLite: %w", err)
