@@ -121,7 +121,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (s *Server, 
 		log.Info("created signing key", "path", cfg.SigningKeyPath, "key_id", key.ID)
 	}
 	s.key = key
-	s.db, err = storage.Open(ctx, cfg.Database, storage.Options{MaxConns: cfg.DatabaseMaxConns, SQLiteSynchronous: cfg.SQLiteSynchronous})
+	s.db, err = storage.Open(ctx, cfg.Database, storage.Options{MaxConns: cfg.DatabaseMaxConns, SQLiteSynchronous: cfg.SQLiteSynchronous, Logger: s.log})
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 )
 
@@ -68,6 +69,8 @@ type Options struct {
 	MaxConns int
 	// SQLiteSynchronous is SQLite's synchronous pragma: FULL (default) or NORMAL.
 	SQLiteSynchronous string
+	// Logger receives background failures (SQLite checkpoints); nil: none.
+	Logger *slog.Logger
 }
 
 // DB is a handle on the server's database, shared by every store.
