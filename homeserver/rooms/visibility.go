@@ -28,6 +28,7 @@ type viewer struct {
 	hvKey    int64
 	memKey   int64
 	lastJoin int64
+	joinRead bool
 	hv       map[int64]string
 	mem      map[int64]string
 }
@@ -41,12 +42,24 @@ func (e *Engine) newViewer(ctx context.Context, user string, m *roomMeta) (*view
 	if v.memKey, err = e.keyNID(ctx, e.db.Read(), nil, storage.StateKey{Type: "m.room.member", StateKey: user}); err != nil {
 		return nil, err
 	}
-	if v.memKey != 0 {
-		if v.lastJoin, err = e.store.LatestJoinPos(ctx, m.NID, user); err != nil {
-			return nil, err
-		}
-	}
 	return v, nil
+}
+
+// joinedAfter reports whether the user's newest join to the room came
+// after a stream position, reading that join once and only when a
+// "shared" event the user was not joined at asks (rule 3).
+func (v *viewer) joinedAfter(pos int64) (bool, error) {
+	if v.memKey == 0 {
+		return false, nil
+	}
+	if !v.joinRead {
+		var err error
+		if v.lastJoin, err = v.e.store.LatestJoinPos(v.ctx, v.room.NID, v.user); err != nil {
+			return false, err
+		}
+		v.joinRead = true
+	}
+	return v.lastJoin > pos, nil
 }
 
 // visibilityAt returns history_visibility at a snapshot ("shared" if
@@ -142,9 +155,16 @@ func (v *viewer) allowed(ev *Event) (bool, string, error) {
 			switch {
 			case hv == "world_readable",
 				mem == "join",
-				hv == "shared" && v.lastJoin > *ev.StreamPos,
 				hv == "invited" && mem == "invite":
 				return true, membership, nil
+			case hv == "shared":
+				after, err := v.joinedAfter(*ev.StreamPos)
+				if err != nil {
+					return false, "", err
+				}
+				if after {
+					return true, membership, nil
+				}
 			}
 		}
 	}
