@@ -72,7 +72,11 @@ type Engine struct {
 	hooks Hooks
 	now   func() time.Time
 
-	events   *lru.Cache[int64, *Event]
+	events *lru.Cache[int64, *Event]
+	// snapAt remembers a room's state snapshot at a committed stream
+	// position (final once committed): members syncing the same window
+	// ask for the same ones.
+	snapAt   *lru.Cache[[2]int64, int64]
 	keyNIDs  sync.Map // storage.StateKey → int64
 	keyNames sync.Map // int64 → storage.StateKey
 	metas    sync.Map // room nid → *roomMeta
@@ -103,6 +107,7 @@ func New(cfg Config, db *storage.DB, log *slog.Logger) *Engine {
 		cfg: cfg, db: db, store: db.Rooms(), log: log, now: time.Now,
 		snaps:  newSnapshots(db.Rooms(), 50_000),
 		events: lru.New[int64, *Event](200_000),
+		snapAt: lru.New[[2]int64, int64](50_000),
 	}
 	e.persister = newPersister(e)
 	return e

@@ -216,6 +216,24 @@ func (e *Engine) Members(ctx context.Context, user, roomID string, q MembersQuer
 	return e.renderAll(ctx, evs, nil, FormatOptions{User: user, NoBundle: true})
 }
 
+// committedSnapshotAt is snapshotAtStream for a sync window, remembered
+// when the position is at or below committed: stream positions are
+// assigned and committed in order, so no later event can land there.
+func (e *Engine) committedSnapshotAt(ctx context.Context, m *roomMeta, stream, committed int64) (int64, error) {
+	if stream > committed {
+		return e.snapshotAtStream(ctx, m, stream)
+	}
+	key := [2]int64{m.NID, stream}
+	if s, ok := e.snapAt.Get(key); ok {
+		return s, nil
+	}
+	s, err := e.snapshotAtStream(ctx, m, stream)
+	if err == nil {
+		e.snapAt.Put(key, s)
+	}
+	return s, err
+}
+
 // snapshotAtStream returns the room state after its last event at or
 // before a stream position (0 if none).
 func (e *Engine) snapshotAtStream(ctx context.Context, m *roomMeta, stream int64) (int64, error) {

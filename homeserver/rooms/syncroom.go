@@ -106,7 +106,10 @@ type SyncRoomQuery struct {
 	Membership RoomMembership
 	// Since is the events position of the since token; Initial asks for
 	// the room as if never synced (initial sync, or a room just joined).
-	Since, To  int64
+	Since, To int64
+	// Committed is an events position the caller read as committed
+	// (0: unknown); what the room looked like at or before it is final.
+	Committed  int64
 	Initial    bool
 	Limit      int
 	Timeline   *filter.RoomEventFilter
@@ -271,7 +274,7 @@ func (e *Engine) syncState(ctx context.Context, m *roomMeta, q SyncRoomQuery, tl
 	case len(tl) > 0:
 		target = deref(tl[0].StateBefore)
 	default:
-		s, err := e.snapshotAtStream(ctx, m, upper)
+		s, err := e.committedSnapshotAt(ctx, m, upper, q.Committed)
 		if err != nil {
 			return nil, err
 		}
@@ -281,7 +284,7 @@ func (e *Engine) syncState(ctx context.Context, m *roomMeta, q SyncRoomQuery, tl
 	var since int64
 	if incremental {
 		var err error
-		if since, err = e.snapshotAtStream(ctx, m, lower); err != nil {
+		if since, err = e.committedSnapshotAt(ctx, m, lower, q.Committed); err != nil {
 			return nil, err
 		}
 		if since == target {

@@ -388,6 +388,7 @@ func (b *builder) room(t target) error {
 		Membership: t.m,
 		Since:      b.since.Events,
 		To:         b.now.Events,
+		Committed:  b.read.Events,
 		Initial:    t.initial,
 		Limit:      b.timelineLimit(),
 		Timeline:   rf.Timeline,

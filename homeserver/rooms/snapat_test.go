@@ -1,0 +1,59 @@
+package rooms
+
+import (
+	"context"
+	"testing"
+
+	"github.com/parley-chat/parley/storage"
+)
+
+// TestCommittedSnapshotAt checks that a snapshot is remembered only at or
+// below the committed position the caller read: above it a later event
+// may still land, and the answer must follow.
+func TestCommittedSnapshotAt(t *testing.T) {
+	forEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		e := newTestEngine(t, db)
+		alice := "@alice:local.test"
+		room, err := e.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := e.meta(ctx, room)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pos, err := e.StreamPosition(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, err := e.committedSnapshotAt(ctx, m, pos, pos)
+		if err != nil || before == 0 {
+			t.Fatalf("snapshot at %d: %d, %v", pos, before, err)
+		}
+		// A position beyond the committed one is asked before and after
+		// an event lands there.
+		ahead, err := e.committedSnapshotAt(ctx, m, pos+1, pos)
+		if err != nil || ahead != before {
+			t.Fatalf("snapshot ahead before the event: %d, %v (want %d)", ahead, err, before)
+		}
+		if _, err := e.Send(ctx, SendParams{RoomID: room, Sender: alice, Type: "m.room.topic", StateKey: ptr(""),
+			Content: content(map[string]any{"topic": "new"})}); err != nil {
+			t.Fatal(err)
+		}
+		after, err := e.committedSnapshotAt(ctx, m, pos+1, pos)
+		if err != nil || after == before {
+			t.Fatalf("snapshot ahead after a state event: %d, %v (still %d)", after, err, before)
+		}
+		if _, ok := e.snapAt.Get([2]int64{m.NID, pos + 1}); ok {
+			t.Fatal("a position beyond the committed one was remembered")
+		}
+		if s, ok := e.snapAt.Get([2]int64{m.NID, pos}); !ok || s != before {
+			t.Fatalf("committed position not remembered: %d, %v", s, ok)
+		}
+		again, err := e.committedSnapshotAt(ctx, m, pos, pos+1)
+		if err != nil || again != before {
+			t.Fatalf("snapshot at %d changed: %d, %v", pos, again, err)
+		}
+	})
+}
