@@ -117,6 +117,10 @@ type Engine struct {
 	// next_batch of the build that read them): a build from that token
 	// whose window holds no membership change of the user reuses them.
 	joined *lru.Cache[string, joinedAt]
+	// quietAt keeps, for answers given, the user's notifier generation
+	// before their positions were read: a sync from such a token while
+	// the generation has not moved has nothing to build.
+	quietAt *lru.Cache[quietKey, uint64]
 }
 
 // joinedAt is a user's joined rooms as of an events position.
@@ -128,7 +132,8 @@ type joinedAt struct {
 // New builds the engine.
 func New(d Deps, log *slog.Logger) *Engine {
 	return &Engine{d: d, log: log, filters: lru.New[string, *filter.Filter](10_000),
-		slots: make(chan struct{}, buildSlots(d.DB)), joined: lru.New[string, joinedAt](100_000)}
+		slots: make(chan struct{}, buildSlots(d.DB)), joined: lru.New[string, joinedAt](100_000),
+		quietAt: lru.New[quietKey, uint64](100_000)}
 }
 
 // Limits of a sync request.
@@ -210,14 +215,29 @@ func (e *Engine) Sync(ctx context.Context, req Request) (*Response, error) {
 	}
 	deadline := time.Now().Add(min(req.Timeout, MaxTimeout))
 	var resp *Response
-	var built Token // the positions resp was built for
+	var built Token     // the positions resp was built for
+	var builtGen uint64 // the user's generation before they were read
+	first := true
 	for {
 		gen := e.d.Notifier.Generation(req.UserID)
+		remaining := time.Until(deadline)
+		if first && req.Since != nil && !req.FullState && remaining > 0 {
+			// Back with the token of an answer built at this very
+			// generation: nothing that concerns the user has happened
+			// since, so wait without reading the positions.
+			if g, ok := e.quietAt.Get(quietKey{req.UserID, *req.Since}); ok && g == gen {
+				first = false
+				if !e.wait(ctx, req, gen, deadline) {
+					return nil, ctx.Err()
+				}
+				continue
+			}
+		}
+		first = false
 		now, err := e.positions(ctx)
 		if err != nil {
 			return nil, err
 		}
-		remaining := time.Until(deadline)
 		// A window in which no stream moved holds nothing: the usual
 		// start of a long poll, and wake-ups whose news an earlier build
 		// already carried. Build only when something moved, or to answer.
@@ -227,23 +247,37 @@ func (e *Engine) Sync(ctx context.Context, req Request) (*Response, error) {
 			if err != nil {
 				return nil, err
 			}
+			builtGen = gen
 		}
 		if resp != nil && (req.Since == nil || !resp.empty() || remaining <= 0 || req.FullState) {
+			e.quietAt.Put(quietKey{req.UserID, resp.Next}, builtGen)
 			return resp, nil
 		}
-		// Wait in slices so that a long wait keeps the user present.
-		if !e.d.Notifier.Wait(ctx, req.UserID, gen, min(remaining, presenceRefresh)) {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			if time.Until(deadline) <= 0 {
-				continue // to answer, building if nothing was built yet
-			}
-			if e.d.Presence != nil {
-				e.d.Presence.SyncActivity(req.UserID, req.SetPresence)
-			}
+		if !e.wait(ctx, req, gen, deadline) {
+			return nil, ctx.Err()
 		}
 	}
+}
+
+// wait blocks until the user's generation passes gen or the deadline
+// comes; it reports false when ctx ended.
+func (e *Engine) wait(ctx context.Context, req Request, gen uint64, deadline time.Time) bool {
+	// Wait in slices so that a long wait keeps the user present.
+	if !e.d.Notifier.Wait(ctx, req.UserID, gen, min(time.Until(deadline), presenceRefresh)) {
+		if ctx.Err() != nil {
+			return false
+		}
+		if time.Until(deadline) > 0 && e.d.Presence != nil {
+			e.d.Presence.SyncActivity(req.UserID, req.SetPresence)
+		}
+	}
+	return true
+}
+
+// quietKey names an answer given to a user: its next_batch.
+type quietKey struct {
+	user string
+	next Token
 }
 
 // buildSlots is how many incremental builds run at once. On SQLite a build
