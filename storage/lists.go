@@ -33,7 +33,7 @@ func inPlaceholders(first, n int) string {
 }
 
 // queryIn runs query — which must contain the marker "(IN)" where the
-// list goes, after `fixed` leading arguments — once per chunk of values,
+// list goes (each marker stands for the same list), after `fixed` leading arguments — once per chunk of values,
 // padding each chunk by repeating its last value, and calls scan per row.
 func queryIn[T any](ctx context.Context, q Querier, query string, fixed []any, values []T, scan func(Rows) error) error {
 	for start := 0; start < len(values); start += maxInList {
@@ -44,7 +44,7 @@ func queryIn[T any](ctx context.Context, q Querier, query string, fixed []any, v
 		for i := range size {
 			args = append(args, chunk[min(i, len(chunk)-1)])
 		}
-		sql := strings.Replace(query, "(IN)", "("+inPlaceholders(len(fixed)+1, size)+")", 1)
+		sql := strings.ReplaceAll(query, "(IN)", "("+inPlaceholders(len(fixed)+1, size)+")")
 		rows, err := q.Query(ctx, sql, args...)
 		if err != nil {
 			return err

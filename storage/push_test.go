@@ -169,6 +169,16 @@ func TestPush(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Fatalf("%+v", got)
 			}
+			// The combined read gives the same own reads (rooms unknown to
+			// the rooms table have no membership start).
+			in, err := p.CountInputsGet(ctx, bob, []string{"!a:x", "!c:x", "!a:x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sort.Slice(in.Own, func(i, j int) bool { return in.Own[i].ThreadID < in.Own[j].ThreadID })
+			if !slices.Equal(in.Own, want) || len(in.Starts) != 0 {
+				t.Fatalf("count inputs: %+v", in)
+			}
 		})
 	})
 }

@@ -44,16 +44,6 @@ func (e *Engine) CountsAt(ctx context.Context, user string, roomIDs []string, th
 	rd := newReads(e, user)
 	seen := make(map[string]bool, len(roomIDs))
 	want := make([]storage.PushAfter, 0, len(roomIDs))
-	starts, err := e.store.MembershipStarts(ctx, user, roomIDs)
-	if err != nil {
-		return nil, err
-	}
-	sharedFrom := func(room string) int64 {
-		if s, ok := starts[room]; ok {
-			return s
-		}
-		return notJoined
-	}
 	var unique []string
 	for _, r := range roomIDs {
 		if !seen[r] {
@@ -61,9 +51,24 @@ func (e *Engine) CountsAt(ctx context.Context, user string, roomIDs []string, th
 			unique = append(unique, r)
 		}
 	}
-	if err := rd.preload(ctx, unique); err != nil {
+	// Membership starts and own events in one read, receipts in another.
+	in, err := e.store.CountInputsGet(ctx, user, unique)
+	if err != nil {
 		return nil, err
 	}
+	sharedFrom := func(room string) int64 {
+		if s, ok := in.Starts[room]; ok {
+			return s
+		}
+		return notJoined
+	}
+	var receipts map[[2]string]int64
+	if e.receipts != nil && len(unique) > 0 {
+		if receipts, err = e.receipts.ReadPositions(ctx, user, unique); err != nil {
+			return nil, err
+		}
+	}
+	rd.fill(unique, receipts, in.Own)
 	for _, r := range unique {
 		u, err := rd.unthreaded(ctx, r)
 		if err != nil {
@@ -171,23 +176,14 @@ func newReads(e *Engine, user string) *reads {
 		loaded: map[string]bool{}}
 }
 
-// preload reads the user's receipts and own events in rooms, two queries
-// for all of them.
-func (r *reads) preload(ctx context.Context, roomIDs []string) error {
-	if len(roomIDs) == 0 {
-		return nil
-	}
-	if r.e.receipts != nil {
-		pos, err := r.e.receipts.ReadPositions(ctx, r.user, roomIDs)
-		if err != nil {
-			return err
-		}
-		for k, v := range pos {
-			if k[1] == "" {
-				r.unthr[k[0]] = v
-			} else {
-				r.thr[k] = v
-			}
+// fill records every read receipt (by room and thread) and own event of
+// the user in rooms, read at once.
+func (r *reads) fill(roomIDs []string, receipts map[[2]string]int64, own []storage.OwnRead) {
+	for k, v := range receipts {
+		if k[1] == "" {
+			r.unthr[k[0]] = v
+		} else {
+			r.thr[k] = v
 		}
 	}
 	for _, room := range roomIDs {
@@ -196,7 +192,9 @@ func (r *reads) preload(ctx context.Context, roomIDs []string) error {
 		}
 		r.loaded[room] = true
 	}
-	return r.loadOwn(ctx, roomIDs)
+	for _, o := range own {
+		r.own[[2]string{o.RoomID, o.ThreadID}] = o.StreamPos
+	}
 }
 
 // unthreaded is the position of the room's unthreaded receipt.
