@@ -5,6 +5,9 @@ import (
 	"image"
 	"image/color"
 	"image/gif"
+	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/parley-chat/parley/storage"
@@ -175,5 +178,47 @@ func TestPaletteWithTransparency(t *testing.T) {
 	}
 	if _, _, _, a := p[2].RGBA(); a != 0 {
 		t.Fatalf("no transparent entry: %v", p)
+	}
+}
+
+// TestDecodeStaticEighth checks the 1/8 path for small targets: a
+// baseline JPEG is decoded from its DC coefficients, upright; progressive
+// and CMYK ones (which that decoder leaves alone) replay to the full
+// decoder and give the same size.
+func TestDecodeStaticEighth(t *testing.T) {
+	jpg := withEXIF(encodeJPEG(t, halves(800, 160, red, blue)), 6)
+	info, err := probe(bytes.NewReader(jpg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 160×800 upright; a 10×50 need shrinks by 10: 1/8, then no more.
+	img, err := decodeStatic(bytes.NewReader(jpg), info, 10, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := img.Bounds(); b.Dx() != 20 || b.Dy() != 100 {
+		t.Fatalf("size %v, want 20x100 (1/8, upright)", b)
+	}
+	if top, bottom := img.At(10, 5), img.At(10, 95); !isReddish(top) || !isBluish(bottom) {
+		t.Fatalf("top %v bottom %v: orientation not applied", top, bottom)
+	}
+	dir := filepath.Join(runtime.GOROOT(), "src", "image", "testdata")
+	for _, name := range []string{"video-001.progressive.jpeg", "video-001.cmyk.jpeg", "video-001.jpeg"} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Skipf("the Go distribution's test images are not here: %v", err)
+		}
+		info, err := probe(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := decodeStatic(bytes.NewReader(data), info, 8, 8)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		// 150×103, k = 8: 18×12 by shrinking, 19×13 from the DC path.
+		if b := img.Bounds(); b.Dx() < 18 || b.Dx() > 19 || b.Dy() < 12 || b.Dy() > 13 {
+			t.Fatalf("%s: size %v", name, b)
+		}
 	}
 }
