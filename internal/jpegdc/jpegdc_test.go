@@ -9,8 +9,9 @@ import (
 	"image/jpeg"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -85,7 +86,7 @@ func compare(t *testing.T, name string, full, small image.Image) {
 }
 
 func TestAgainstFullDecoder(t *testing.T) {
-	dir := filepath.Join(runtime.GOROOT(), "src", "image", "testdata")
+	dir := goImageTestdata(t)
 	cases := map[string]error{
 		"video-001.jpeg":              nil,
 		"video-001.q50.420.jpeg":      nil,
@@ -199,4 +200,15 @@ func BenchmarkDecode12MP(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// goImageTestdata is the Go distribution's folder of test images (JPEGs
+// of every subsampling, progressive, CMYK, restart intervals).
+func goImageTestdata(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Skipf("no go command to find the Go distribution's test images: %v", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "src", "image", "testdata")
 }
