@@ -827,16 +827,24 @@ func (s *Rooms) MembershipChanges(ctx context.Context, userID string, from, to i
 	return out, rows.Err()
 }
 
-// LatestStreamPos returns each room's newest timeline stream position.
-func (s *Rooms) LatestStreamPos(ctx context.Context, roomNIDs []int64) (map[int64]int64, error) {
-	out := make(map[int64]int64, len(roomNIDs))
-	err := queryIn(ctx, s.db.Read(), `SELECT room_nid, last_stream FROM rooms WHERE room_nid IN (IN)`,
+// RoomStreams is how far a room's timeline, and its membership events
+// among it, have reached in the events stream.
+type RoomStreams struct{ Last, LastMember int64 }
+
+// LatestStreamPos returns each room's newest timeline stream position and
+// that of its newest membership event (0: none).
+func (s *Rooms) LatestStreamPos(ctx context.Context, roomNIDs []int64) (map[int64]RoomStreams, error) {
+	out := make(map[int64]RoomStreams, len(roomNIDs))
+	err := queryIn(ctx, s.db.Read(), `SELECT r.room_nid, r.last_stream, COALESCE((SELECT MAX(e.stream_pos) FROM events e
+			WHERE e.type = 'm.room.member' AND e.room_nid = r.room_nid), 0)
+		FROM rooms r WHERE r.room_nid IN (IN)`,
 		nil, roomNIDs, func(r Rows) error {
-			var nid, pos int64
-			if err := r.Scan(&nid, &pos); err != nil {
+			var nid int64
+			var st RoomStreams
+			if err := r.Scan(&nid, &st.Last, &st.LastMember); err != nil {
 				return err
 			}
-			out[nid] = pos
+			out[nid] = st
 			return nil
 		})
 	return out, err

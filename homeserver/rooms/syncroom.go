@@ -68,9 +68,15 @@ func (e *Engine) MembershipChanges(ctx context.Context, user string, from, to in
 	return out, nil
 }
 
+// RoomNews is how far a room with news has reached: its newest event and
+// its newest membership event (0: none).
+type RoomNews = storage.RoomStreams
+
 // RoomsWithEvents returns which of the rooms have timeline events after
-// from (and their newest position).
-func (e *Engine) RoomsWithEvents(ctx context.Context, roomIDs []string, from int64) (map[string]int64, error) {
+// from, and how far they and their membership events have reached: a
+// room whose membership events all come before from has no member
+// changes to read.
+func (e *Engine) RoomsWithEvents(ctx context.Context, roomIDs []string, from int64) (map[string]RoomNews, error) {
 	nids := make([]int64, 0, len(roomIDs))
 	byNID := map[int64]string{}
 	for _, r := range roomIDs {
@@ -85,10 +91,10 @@ func (e *Engine) RoomsWithEvents(ctx context.Context, roomIDs []string, from int
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]int64{}
-	for nid, pos := range latest {
-		if pos > from {
-			out[byNID[nid]] = pos
+	out := map[string]RoomNews{}
+	for nid, st := range latest {
+		if st.Last > from {
+			out[byNID[nid]] = st
 		}
 	}
 	return out, nil

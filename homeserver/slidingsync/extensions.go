@@ -210,6 +210,9 @@ func (b *builder) membershipDelta(from, to int64) (e2ee.MembershipDelta, error) 
 		return d, err
 	}
 	for _, room := range slices.Sorted(maps.Keys(news)) {
+		if news[room].LastMember <= from {
+			continue // no one joined or left in the window
+		}
 		j, l, err := r.MemberChangesIn(b.ctx, room, from, to)
 		if err != nil {
 			return d, err

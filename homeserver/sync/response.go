@@ -369,8 +369,11 @@ func (b *builder) roomTargets() ([]target, error) {
 		return nil, err
 	}
 	for _, r := range rest {
-		if _, ok := news[r]; ok {
+		if n, ok := news[r]; ok {
 			out = append(out, target{m: rooms.RoomMembership{RoomID: r, Membership: "join"}})
+			if n.LastMember <= b.since.Events {
+				continue // no one joined or left in the window
+			}
 			if err := b.memberChanges(r); err != nil {
 				return nil, err
 			}

@@ -1,0 +1,46 @@
+package rooms
+
+import (
+	"context"
+	"testing"
+
+	"github.com/parley-chat/parley/storage"
+)
+
+// TestRoomsWithEvents checks that rooms with news report how far their
+// membership events reach, which lets sync skip reading member changes.
+func TestRoomsWithEvents(t *testing.T) {
+	forEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		e := newTestEngine(t, db)
+		alice, bob := "@alice:local.test", "@bob:local.test"
+		room, err := e.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created, err := e.StreamPosition(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		news, err := e.RoomsWithEvents(ctx, []string{room}, created)
+		if err != nil || len(news) != 0 {
+			t.Fatalf("no news yet: %v, %v", news, err)
+		}
+		if _, err := e.Send(ctx, SendParams{RoomID: room, Sender: alice, Type: "m.room.message",
+			Content: content(map[string]any{"msgtype": "m.text", "body": "hi"})}); err != nil {
+			t.Fatal(err)
+		}
+		news, err = e.RoomsWithEvents(ctx, []string{room}, created)
+		if err != nil || news[room].Last <= created || news[room].LastMember == 0 || news[room].LastMember > created {
+			t.Fatalf("a message: %+v, %v", news, err)
+		}
+		if _, err := e.Send(ctx, SendParams{RoomID: room, Sender: bob, Type: "m.room.member", StateKey: ptr(bob),
+			Content: content(map[string]any{"membership": "join"})}); err != nil {
+			t.Fatal(err)
+		}
+		news, err = e.RoomsWithEvents(ctx, []string{room}, created)
+		if err != nil || news[room].LastMember <= created || news[room].LastMember != news[room].Last {
+			t.Fatalf("a join: %+v, %v", news, err)
+		}
+	})
+}
