@@ -317,12 +317,15 @@ func (e *Engine) gatedBuild(ctx context.Context, req Request, now Token) (*Respo
 			}
 		}
 		defer func() { <-e.slots }()
-	}
-	// One read transaction for the whole build: a dozen reads, one view.
-	if e.d.DB != nil {
-		var end func()
-		ctx, end = e.d.DB.ReadSnapshot(ctx)
-		defer end()
+		// One read transaction for the whole build: a dozen reads, one
+		// view. Only gated builds hold one, so that the read connections
+		// they keep are bounded by the slots; a long initial sync reads
+		// statement by statement and never holds one back from others.
+		if e.d.DB != nil {
+			var end func()
+			ctx, end = e.d.DB.ReadSnapshot(ctx)
+			defer end()
+		}
 	}
 	resp, err := e.build(ctx, req, now)
 	return resp, now, err
