@@ -69,7 +69,9 @@ type decoder struct {
 }
 
 // Decode reads a baseline JPEG and returns it at 1/8 scale (rounded up):
-// an *image.YCbCr for colour, an *image.Gray for greyscale. onData, if
+// an *image.YCbCr for colour, an *image.Gray for greyscale. It allocates
+// by the frame's declared size: bound that (image.DecodeConfig) before
+// decoding untrusted input. onData, if
 // not nil, is called once the headers have been accepted, just before
 // entropy-coded data is read: ErrUnsupported can no longer come then.
 func Decode(r io.Reader, onData func()) (image.Image, error) {
