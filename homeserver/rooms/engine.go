@@ -76,7 +76,10 @@ type Engine struct {
 	// snapAt remembers a room's state snapshot at a committed stream
 	// position (final once committed): members syncing the same window
 	// ask for the same ones.
-	snapAt   *lru.Cache[[2]int64, int64]
+	snapAt *lru.Cache[[2]int64, int64]
+	// windows remembers timeline windows read at committed positions
+	// (timelineNIDs); the slices are shared and never modified.
+	windows  *lru.Cache[timelineKey, []storage.NIDPos]
 	keyNIDs  sync.Map // storage.StateKey → int64
 	keyNames sync.Map // int64 → storage.StateKey
 	metas    sync.Map // room nid → *roomMeta
@@ -105,9 +108,10 @@ func New(cfg Config, db *storage.DB, log *slog.Logger) *Engine {
 	}
 	e := &Engine{
 		cfg: cfg, db: db, store: db.Rooms(), log: log, now: time.Now,
-		snaps:  newSnapshots(db.Rooms(), 50_000),
-		events: lru.New[int64, *Event](200_000),
-		snapAt: lru.New[[2]int64, int64](50_000),
+		snaps:   newSnapshots(db.Rooms(), 50_000),
+		events:  lru.New[int64, *Event](200_000),
+		snapAt:  lru.New[[2]int64, int64](50_000),
+		windows: lru.New[timelineKey, []storage.NIDPos](20_000),
 	}
 	e.persister = newPersister(e)
 	return e

@@ -57,3 +57,49 @@ func TestCommittedSnapshotAt(t *testing.T) {
 		}
 	})
 }
+
+// TestTimelineWindows checks that a timeline window is remembered only
+// when it ends at or below the committed position the caller read.
+func TestTimelineWindows(t *testing.T) {
+	forEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		e := newTestEngine(t, db)
+		alice := "@alice:local.test"
+		room, err := e.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := e.meta(ctx, room)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pos, err := e.StreamPosition(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at, err := e.timelineNIDs(ctx, m, 0, pos, 50, pos)
+		if err != nil || len(at) == 0 {
+			t.Fatalf("window to %d: %v, %v", pos, at, err)
+		}
+		// Beyond the committed position: read, not remembered, and an
+		// event landing there shows.
+		ahead, err := e.timelineNIDs(ctx, m, 0, pos+1, 50, pos)
+		if err != nil || len(ahead) != len(at) {
+			t.Fatalf("window ahead: %v, %v", ahead, err)
+		}
+		if _, err := e.Send(ctx, SendParams{RoomID: room, Sender: alice, Type: "m.room.message",
+			Content: content(map[string]any{"msgtype": "m.text", "body": "hi"})}); err != nil {
+			t.Fatal(err)
+		}
+		ahead, err = e.timelineNIDs(ctx, m, 0, pos+1, 50, pos)
+		if err != nil || len(ahead) != len(at)+1 {
+			t.Fatalf("window ahead after a message: %d rows, %v (want %d)", len(ahead), err, len(at)+1)
+		}
+		if _, ok := e.windows.Get(timelineKey{m.NID, 0, pos + 1, 50}); ok {
+			t.Fatal("a window beyond the committed position was remembered")
+		}
+		if rows, ok := e.windows.Get(timelineKey{m.NID, 0, pos, 50}); !ok || len(rows) != len(at) {
+			t.Fatalf("committed window not remembered: %v, %v", rows, ok)
+		}
+	})
+}

@@ -217,7 +217,7 @@ func (e *Engine) syncTimeline(ctx context.Context, m *roomMeta, v *viewer, q Syn
 		n := limit - len(kept) + 1
 		// Numeric IDs only: the events themselves are mostly in the
 		// cache the persister fills, as every member syncs the same ones.
-		rows, err := e.store.TimelineNIDsByStream(ctx, m.NID, lower, cursor, n)
+		rows, err := e.timelineNIDs(ctx, m, lower, cursor, n, q.Committed)
 		if err != nil {
 			return nil, nil, false, err
 		}
@@ -257,7 +257,7 @@ func (e *Engine) syncTimeline(ctx context.Context, m *roomMeta, v *viewer, q Syn
 	limited := scanned >= maxTimelineScan
 	if len(kept) == limit && !limited {
 		// Check whether anything visible is older.
-		more, err := e.store.TimelineNIDsByStream(ctx, m.NID, lower, cursor, 1)
+		more, err := e.timelineNIDs(ctx, m, lower, cursor, 1, q.Committed)
 		if err != nil {
 			return nil, nil, false, err
 		}
@@ -266,6 +266,30 @@ func (e *Engine) syncTimeline(ctx context.Context, m *roomMeta, v *viewer, q Syn
 	slices.Reverse(kept)
 	slices.Reverse(mems)
 	return kept, mems, limited, nil
+}
+
+// timelineKey names one read of a room's timeline window.
+type timelineKey struct {
+	room, lower, upper int64
+	limit              int
+}
+
+// timelineNIDs is TimelineNIDsByStream, remembered when the window ends
+// at or below committed: the members woken by one commit read the same
+// window, and events never leave a committed stream position.
+func (e *Engine) timelineNIDs(ctx context.Context, m *roomMeta, lower, upper int64, limit int, committed int64) ([]storage.NIDPos, error) {
+	if upper > committed {
+		return e.store.TimelineNIDsByStream(ctx, m.NID, lower, upper, limit)
+	}
+	key := timelineKey{m.NID, lower, upper, limit}
+	if rows, ok := e.windows.Get(key); ok {
+		return rows, nil
+	}
+	rows, err := e.store.TimelineNIDsByStream(ctx, m.NID, lower, upper, limit)
+	if err == nil {
+		e.windows.Put(key, rows)
+	}
+	return rows, err
 }
 
 // syncState returns the state section: the state at the start of the
