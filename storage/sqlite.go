@@ -28,6 +28,7 @@ type sqliteDB struct {
 	wq, rq *liteQuerier
 	// stop ends checkpointLoop, which closes stopped.
 	stop, stopped chan struct{}
+	stopOnce      sync.Once
 	log           *slog.Logger
 }
 
@@ -138,8 +139,8 @@ func (s *sqliteDB) checkpointLoop() {
 	}
 }
 
-// checkpoint runs one passive checkpoint and reports the WAL's frames and
-// how many of them are now in the database file.
+// checkpoint runs one passive checkpoint; the frame counts the pragma
+// answers with are not needed.
 func (s *sqliteDB) checkpoint(ctx context.Context) error {
 	var busy, frames, done int
 	if err := s.r.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &done); err != nil {
@@ -153,7 +154,7 @@ func (s *sqliteDB) reader() Querier { return s.rq }
 func (s *sqliteDB) writer() Querier { return s.wq }
 
 func (s *sqliteDB) close() error {
-	close(s.stop)
+	s.stopOnce.Do(func() { close(s.stop) })
 	<-s.stopped
 	s.rq.closeStmts()
 	s.wq.closeStmts()
