@@ -827,6 +827,52 @@ func (s *Rooms) MembershipChanges(ctx context.Context, userID string, from, to i
 	return out, rows.Err()
 }
 
+// WindowNews is MembershipChanges and LatestStreamPos in one statement,
+// for a sync build that expects no membership change of the user: one
+// round trip where there were two.
+func (s *Rooms) WindowNews(ctx context.Context, userID string, from, to int64, roomNIDs []int64) ([]MembershipChange, map[int64]RoomStreams, error) {
+	var changes []MembershipChange
+	news := make(map[int64]RoomStreams, len(roomNIDs))
+	list := roomNIDs
+	if len(list) == 0 {
+		list = []int64{0} // no room has NID 0: the statement keeps its shape
+	}
+	if len(list) > maxInList {
+		// Long lists go in chunks; the changes then come on their own.
+		c, err := s.MembershipChanges(ctx, userID, from, to)
+		if err != nil {
+			return nil, nil, err
+		}
+		n, err := s.LatestStreamPos(ctx, roomNIDs)
+		return c, n, err
+	}
+	err := queryIn(ctx, s.db.Read(), `SELECT 0, e.room_nid, r.room_id, e.event_nid, COALESCE(e.membership, ''), e.stream_pos, 0
+			FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+			WHERE e.type = 'm.room.member' AND e.state_key = $1 AND e.stream_pos > $2 AND e.stream_pos <= $3
+		UNION ALL
+		SELECT 1, r.room_nid, '', 0, '', r.last_stream, COALESCE((SELECT MAX(e.stream_pos) FROM events e
+				WHERE e.type = 'm.room.member' AND e.room_nid = r.room_nid), 0)
+			FROM rooms r WHERE r.room_nid IN (IN)
+		ORDER BY 1, 6`, []any{userID, from, to}, list, func(r Rows) error {
+		var kind int
+		var c MembershipChange
+		var lastMember int64
+		if err := r.Scan(&kind, &c.RoomNID, &c.RoomID, &c.EventNID, &c.Membership, &c.StreamPos, &lastMember); err != nil {
+			return err
+		}
+		if kind == 0 {
+			changes = append(changes, c)
+		} else if len(roomNIDs) > 0 {
+			news[c.RoomNID] = RoomStreams{Last: c.StreamPos, LastMember: lastMember}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("window news: %w", err)
+	}
+	return changes, news, nil
+}
+
 // RoomStreams is how far a room's timeline, and its membership events
 // among it, have reached in the events stream.
 type RoomStreams struct{ Last, LastMember int64 }

@@ -53,6 +53,12 @@ func (e *Engine) MembershipChanges(ctx context.Context, user string, from, to in
 	if err != nil {
 		return nil, err
 	}
+	return latestMemberships(cs), nil
+}
+
+// latestMemberships keeps each room's newest change, rooms in the order
+// of their first change.
+func latestMemberships(cs []storage.MembershipChange) []RoomMembership {
 	latest := map[string]RoomMembership{}
 	var order []string
 	for _, c := range cs {
@@ -65,7 +71,27 @@ func (e *Engine) MembershipChanges(ctx context.Context, user string, from, to in
 	for _, r := range order {
 		out = append(out, latest[r])
 	}
-	return out, nil
+	return out
+}
+
+// WindowNews is MembershipChanges and RoomsWithEvents read together, for
+// a sync that expects the user's memberships unchanged (one round trip).
+func (e *Engine) WindowNews(ctx context.Context, user string, from, to int64, roomIDs []string) ([]RoomMembership, map[string]RoomNews, error) {
+	nids := make([]int64, 0, len(roomIDs))
+	byNID := map[int64]string{}
+	for _, r := range roomIDs {
+		m, err := e.meta(ctx, r)
+		if err != nil {
+			continue
+		}
+		nids = append(nids, m.NID)
+		byNID[m.NID] = r
+	}
+	cs, latest, err := e.store.WindowNews(ctx, user, from, to, nids)
+	if err != nil {
+		return nil, nil, err
+	}
+	return latestMemberships(cs), newsAfter(latest, byNID, from), nil
 }
 
 // RoomNews is how far a room with news has reached: its newest event and
@@ -91,13 +117,18 @@ func (e *Engine) RoomsWithEvents(ctx context.Context, roomIDs []string, from int
 	if err != nil {
 		return nil, err
 	}
+	return newsAfter(latest, byNID, from), nil
+}
+
+// newsAfter keeps the rooms whose timeline moved after from, by ID.
+func newsAfter(latest map[int64]storage.RoomStreams, byNID map[int64]string, from int64) map[string]RoomNews {
 	out := map[string]RoomNews{}
 	for nid, st := range latest {
-		if st.Last > from {
-			out[byNID[nid]] = st
+		if id, ok := byNID[nid]; ok && st.Last > from {
+			out[id] = st
 		}
 	}
-	return out, nil
+	return out
 }
 
 // StreamPosition is the newest committed position of the events stream.

@@ -325,14 +325,27 @@ func (b *builder) roomTargets() ([]target, error) {
 		}
 		return out, nil
 	}
-	changes, err := b.e.d.Rooms.MembershipChanges(b.ctx, b.req.UserID, b.since.Events, b.now.Events)
+	var changes []rooms.RoomMembership
+	var news map[string]rooms.RoomNews // read with the changes, for the joined rooms as cached
+	c, cached := b.e.joined.Get(b.req.UserID)
+	cached = cached && c.pos == b.since.Events
+	var err error
+	if cached {
+		// Joined rooms known as of since: their news and the user's
+		// membership changes in one read.
+		changes, news, err = b.e.d.Rooms.WindowNews(b.ctx, b.req.UserID, b.since.Events, b.now.Events, c.rooms)
+	} else {
+		changes, err = b.e.d.Rooms.MembershipChanges(b.ctx, b.req.UserID, b.since.Events, b.now.Events)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if c, ok := b.e.joined.Get(b.req.UserID); ok && len(changes) == 0 && c.pos == b.since.Events {
+	if cached && len(changes) == 0 {
 		// No membership change since the build that read them.
 		b.joinedRooms, b.joinedRead = c.rooms, true
 		b.e.joined.Put(b.req.UserID, joinedAt{pos: b.now.Events, rooms: c.rooms})
+	} else {
+		news = nil
 	}
 	var out []target
 	changed := map[string]bool{}
@@ -364,9 +377,10 @@ func (b *builder) roomTargets() ([]target, error) {
 			rest = append(rest, r)
 		}
 	}
-	news, err := b.e.d.Rooms.RoomsWithEvents(b.ctx, rest, b.since.Events)
-	if err != nil {
-		return nil, err
+	if news == nil {
+		if news, err = b.e.d.Rooms.RoomsWithEvents(b.ctx, rest, b.since.Events); err != nil {
+			return nil, err
+		}
 	}
 	for _, r := range rest {
 		if n, ok := news[r]; ok {
