@@ -43,6 +43,8 @@ public_base_url: {{q .PublicBaseURL}}
 well_known_server: {{q .WellKnownServer}}
 
 # sqlite:///path/to/parley.db (embedded default) or postgres://user@host/db.
+# PostgreSQL sessions use generic plans (plan_cache_mode=force_generic_plan)
+# unless the URL sets plan_cache_mode itself (?plan_cache_mode=auto).
 database: {{q .Database}}
 # Connections in the PostgreSQL pool, or SQLite readers.
 database_max_conns: {{.DatabaseMaxConns}}
