@@ -143,3 +143,28 @@ func TestCore(t *testing.T) {
 		})
 	})
 }
+
+// TestPostgresPlanCacheMode checks the generic-plan default and that the
+// database URL can set the mode itself.
+func TestPostgresPlanCacheMode(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ param, want string }{
+		{"", "force_generic_plan"},
+		{"auto", "auto"},
+	} {
+		u := storagetest.NewSchemaURL(t)
+		if tc.param != "" {
+			u += "&plan_cache_mode=" + tc.param
+		}
+		db, err := storage.Open(ctx, u, storage.Options{MaxConns: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mode string
+		err = db.Read().QueryRow(ctx, `SHOW plan_cache_mode`).Scan(&mode)
+		_ = db.Close()
+		if err != nil || mode != tc.want {
+			t.Fatalf("URL parameter %q: plan_cache_mode %q, %v; want %q", tc.param, mode, err, tc.want)
+		}
+	}
+}
