@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/parley-chat/parley/internal/lru"
 	"slices"
 
 	"github.com/tidwall/gjson"
@@ -220,18 +221,25 @@ func (e *Engine) Members(ctx context.Context, user, roomID string, q MembersQuer
 // when the position is at or below committed: stream positions are
 // assigned and committed in order, so no later event can land there.
 func (e *Engine) committedSnapshotAt(ctx context.Context, m *roomMeta, stream, committed int64) (int64, error) {
-	if stream > committed {
+	return finalAt(e.snapAt, [2]int64{m.NID, stream}, stream <= committed, func() (int64, error) {
 		return e.snapshotAtStream(ctx, m, stream)
+	})
+}
+
+// finalAt reads through cache when the answer is final (it concerns only
+// committed stream positions, which never change), and directly when not.
+func finalAt[K comparable, V any](cache *lru.Cache[K, V], key K, final bool, read func() (V, error)) (V, error) {
+	if !final {
+		return read()
 	}
-	key := [2]int64{m.NID, stream}
-	if s, ok := e.snapAt.Get(key); ok {
-		return s, nil
+	if v, ok := cache.Get(key); ok {
+		return v, nil
 	}
-	s, err := e.snapshotAtStream(ctx, m, stream)
+	v, err := read()
 	if err == nil {
-		e.snapAt.Put(key, s)
+		cache.Put(key, v)
 	}
-	return s, err
+	return v, err
 }
 
 // snapshotAtStream returns the room state after its last event at or

@@ -77,8 +77,18 @@ func latestMemberships(cs []storage.MembershipChange) []RoomMembership {
 // WindowNews is MembershipChanges and RoomsWithEvents read together, for
 // a sync that expects the user's memberships unchanged (one round trip).
 func (e *Engine) WindowNews(ctx context.Context, user string, from, to int64, roomIDs []string) ([]RoomMembership, map[string]RoomNews, error) {
+	nids, byNID := e.roomNIDs(ctx, roomIDs)
+	cs, latest, err := e.store.WindowNews(ctx, user, from, to, nids)
+	if err != nil {
+		return nil, nil, err
+	}
+	return latestMemberships(cs), newsAfter(latest, byNID, from), nil
+}
+
+// roomNIDs resolves room IDs to numeric IDs, leaving out unknown rooms.
+func (e *Engine) roomNIDs(ctx context.Context, roomIDs []string) ([]int64, map[int64]string) {
 	nids := make([]int64, 0, len(roomIDs))
-	byNID := map[int64]string{}
+	byNID := make(map[int64]string, len(roomIDs))
 	for _, r := range roomIDs {
 		m, err := e.meta(ctx, r)
 		if err != nil {
@@ -87,11 +97,7 @@ func (e *Engine) WindowNews(ctx context.Context, user string, from, to int64, ro
 		nids = append(nids, m.NID)
 		byNID[m.NID] = r
 	}
-	cs, latest, err := e.store.WindowNews(ctx, user, from, to, nids)
-	if err != nil {
-		return nil, nil, err
-	}
-	return latestMemberships(cs), newsAfter(latest, byNID, from), nil
+	return nids, byNID
 }
 
 // RoomNews is how far a room with news has reached: its newest event and
@@ -103,16 +109,7 @@ type RoomNews = storage.RoomStreams
 // room whose membership events all come before from has no member
 // changes to read.
 func (e *Engine) RoomsWithEvents(ctx context.Context, roomIDs []string, from int64) (map[string]RoomNews, error) {
-	nids := make([]int64, 0, len(roomIDs))
-	byNID := map[int64]string{}
-	for _, r := range roomIDs {
-		m, err := e.meta(ctx, r)
-		if err != nil {
-			continue
-		}
-		nids = append(nids, m.NID)
-		byNID[m.NID] = r
-	}
+	nids, byNID := e.roomNIDs(ctx, roomIDs)
 	latest, err := e.store.LatestStreamPos(ctx, nids)
 	if err != nil {
 		return nil, err
@@ -309,18 +306,9 @@ type timelineKey struct {
 // at or below committed: the members woken by one commit read the same
 // window, and events never leave a committed stream position.
 func (e *Engine) timelineNIDs(ctx context.Context, m *roomMeta, lower, upper int64, limit int, committed int64) ([]storage.NIDPos, error) {
-	if upper > committed {
+	return finalAt(e.windows, timelineKey{m.NID, lower, upper, limit}, upper <= committed, func() ([]storage.NIDPos, error) {
 		return e.store.TimelineNIDsByStream(ctx, m.NID, lower, upper, limit)
-	}
-	key := timelineKey{m.NID, lower, upper, limit}
-	if rows, ok := e.windows.Get(key); ok {
-		return rows, nil
-	}
-	rows, err := e.store.TimelineNIDsByStream(ctx, m.NID, lower, upper, limit)
-	if err == nil {
-		e.windows.Put(key, rows)
-	}
-	return rows, err
+	})
 }
 
 // syncState returns the state section: the state at the start of the
