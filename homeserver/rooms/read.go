@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/parley-chat/parley/internal/lru"
 	"slices"
 
 	"github.com/tidwall/gjson"
 
 	"github.com/parley-chat/parley/homeserver/filter"
+	"github.com/parley-chat/parley/internal/lru"
 	"github.com/parley-chat/parley/internal/mxerr"
 	"github.com/parley-chat/parley/storage"
 )
