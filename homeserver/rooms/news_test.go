@@ -15,14 +15,7 @@ func TestRoomsWithEvents(t *testing.T) {
 		ctx := context.Background()
 		e := newTestEngine(t, db)
 		alice, bob := "@alice:local.test", "@bob:local.test"
-		room, err := e.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		created, err := e.StreamPosition(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		room, _, created := newRoomAt(t, e, alice)
 		news, err := e.RoomsWithEvents(ctx, []string{room}, created)
 		if err != nil || len(news) != 0 {
 			t.Fatalf("no news yet: %v, %v", news, err)

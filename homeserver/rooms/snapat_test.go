@@ -15,18 +15,7 @@ func TestCommittedSnapshotAt(t *testing.T) {
 		ctx := context.Background()
 		e := newTestEngine(t, db)
 		alice := "@alice:local.test"
-		room, err := e.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := e.meta(ctx, room)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pos, err := e.StreamPosition(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		room, m, pos := newRoomAt(t, e, alice)
 		before, err := e.committedSnapshotAt(ctx, m, pos, pos)
 		if err != nil || before == 0 {
 			t.Fatalf("snapshot at %d: %d, %v", pos, before, err)
@@ -65,18 +54,7 @@ func TestTimelineWindows(t *testing.T) {
 		ctx := context.Background()
 		e := newTestEngine(t, db)
 		alice := "@alice:local.test"
-		room, err := e.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := e.meta(ctx, room)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pos, err := e.StreamPosition(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		room, m, pos := newRoomAt(t, e, alice)
 		at, err := e.timelineNIDs(ctx, m, 0, pos, 50, pos)
 		if err != nil || len(at) == 0 {
 			t.Fatalf("window to %d: %v, %v", pos, at, err)
@@ -102,4 +80,24 @@ func TestTimelineWindows(t *testing.T) {
 			t.Fatalf("committed window not remembered: %v, %v", rows, ok)
 		}
 	})
+}
+
+// newRoomAt creates a public room and returns it with its meta and the
+// events stream position just after its creation.
+func newRoomAt(t *testing.T, e *Engine, creator string) (string, *roomMeta, int64) {
+	t.Helper()
+	ctx := context.Background()
+	room, err := e.CreateRoom(ctx, creator, CreateRoomRequest{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := e.meta(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos, err := e.StreamPosition(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return room, m, pos
 }
