@@ -6,11 +6,10 @@ import (
 	"image/color"
 	"image/gif"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
+	"github.com/parley-chat/parley/internal/jpegdc/jpegdctest"
 	"github.com/parley-chat/parley/storage"
 )
 
@@ -203,7 +202,7 @@ func TestDecodeStaticEighth(t *testing.T) {
 	if top, bottom := img.At(10, 5), img.At(10, 95); !isReddish(top) || !isBluish(bottom) {
 		t.Fatalf("top %v bottom %v: orientation not applied", top, bottom)
 	}
-	dir := goImageTestdata(t)
+	dir := jpegdctest.GoImageTestdata(t)
 	for _, name := range []string{"video-001.progressive.jpeg", "video-001.cmyk.jpeg", "video-001.jpeg"} {
 		data, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
@@ -222,15 +221,4 @@ func TestDecodeStaticEighth(t *testing.T) {
 			t.Fatalf("%s: size %v", name, b)
 		}
 	}
-}
-
-// goImageTestdata is the Go distribution's folder of test images (JPEGs
-// of every subsampling, progressive, CMYK, restart intervals).
-func goImageTestdata(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOROOT").Output()
-	if err != nil {
-		t.Skipf("no go command to find the Go distribution's test images: %v", err)
-	}
-	return filepath.Join(strings.TrimSpace(string(out)), "src", "image", "testdata")
 }

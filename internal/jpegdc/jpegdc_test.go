@@ -9,10 +9,10 @@ import (
 	"image/jpeg"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/parley-chat/parley/internal/jpegdc/jpegdctest"
 )
 
 // planes returns an image's planes and their subsampling (1 or 2) for a
@@ -86,7 +86,7 @@ func compare(t *testing.T, name string, full, small image.Image) {
 }
 
 func TestAgainstFullDecoder(t *testing.T) {
-	dir := goImageTestdata(t)
+	dir := jpegdctest.GoImageTestdata(t)
 	cases := map[string]error{
 		"video-001.jpeg":              nil,
 		"video-001.q50.420.jpeg":      nil,
@@ -200,15 +200,4 @@ func BenchmarkDecode12MP(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// goImageTestdata is the Go distribution's folder of test images (JPEGs
-// of every subsampling, progressive, CMYK, restart intervals).
-func goImageTestdata(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOROOT").Output()
-	if err != nil {
-		t.Skipf("no go command to find the Go distribution's test images: %v", err)
-	}
-	return filepath.Join(strings.TrimSpace(string(out)), "src", "image", "testdata")
 }
