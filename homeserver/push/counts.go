@@ -192,9 +192,7 @@ func (r *reads) fill(roomIDs []string, receipts map[[2]string]int64, own []stora
 		}
 		r.loaded[room] = true
 	}
-	for _, o := range own {
-		r.own[[2]string{o.RoomID, o.ThreadID}] = o.StreamPos
-	}
+	r.addOwn(own)
 }
 
 // unthreaded is the position of the room's unthreaded receipt.
@@ -222,10 +220,15 @@ func (r *reads) loadOwn(ctx context.Context, roomIDs []string) error {
 	if err != nil {
 		return err
 	}
+	r.addOwn(own)
+	return nil
+}
+
+// addOwn records the user's own newest events.
+func (r *reads) addOwn(own []storage.OwnRead) {
 	for _, o := range own {
 		r.own[[2]string{o.RoomID, o.ThreadID}] = o.StreamPos
 	}
-	return nil
 }
 
 // upTo is how far the user has read in a room's thread: the furthest of
