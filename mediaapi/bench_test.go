@@ -4,36 +4,14 @@ import (
 	"bytes"
 	"context"
 	"image"
-	"image/color"
-	"math/rand/v2"
-	"sync"
 	"testing"
 
+	"github.com/parley-chat/parley/internal/jpegdc/jpegdctest"
 	"github.com/parley-chat/parley/storage"
 )
 
-var (
-	photoOnce sync.Once
-	photo     []byte
-)
-
-// photo12MP is a 4000×3000 JPEG (quality 90) with smooth gradients and
-// sensor-like noise: close to a phone photograph in size (≈4 MB) and in
-// how hard it is to decode.
-func photo12MP(b testing.TB) []byte {
-	photoOnce.Do(func() {
-		img := image.NewRGBA(image.Rect(0, 0, 4000, 3000))
-		rnd := rand.New(rand.NewPCG(1, 2))
-		for y := 0; y < 3000; y++ {
-			for x := 0; x < 4000; x++ {
-				n := uint8(rnd.IntN(24))
-				img.SetRGBA(x, y, color.RGBA{uint8(x/16) + n, uint8(y/12) + n, uint8((x+y)/28) + n, 255})
-			}
-		}
-		photo = encodeJPEG(b, img)
-	})
-	return photo
-}
+// photo12MP is the large photograph the thumbnail benchmarks work on.
+func photo12MP(b testing.TB) []byte { return jpegdctest.Photo12MP(b) }
 
 // BenchmarkThumbnail12MP is one on-demand thumbnail of a 12-megapixel
 // JPEG: probe, decode, shrink, resize, encode (the blob store is memory,

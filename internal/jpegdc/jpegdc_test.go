@@ -181,19 +181,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func BenchmarkDecode12MP(b *testing.B) {
-	img := image.NewRGBA(image.Rect(0, 0, 4000, 3000))
-	rnd := rand.New(rand.NewPCG(1, 2))
-	for y := 0; y < 3000; y++ {
-		for x := 0; x < 4000; x++ {
-			n := uint8(rnd.IntN(24))
-			img.SetRGBA(x, y, color.RGBA{uint8(x/16) + n, uint8(y/12) + n, uint8((x+y)/28) + n, 255})
-		}
-	}
-	var buf bytes.Buffer
-	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 90}); err != nil {
-		b.Fatal(err)
-	}
-	data := buf.Bytes()
+	data := jpegdctest.Photo12MP(b)
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		if _, err := Decode(bytes.NewReader(data), nil); err != nil {
