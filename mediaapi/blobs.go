@@ -104,6 +104,28 @@ type blobWriter struct {
 	key    string
 	file   *os.File
 	cancel context.CancelFunc
+	// flushed and pending are the bytes of file whose writeback has been
+	// started, and those written since.
+	flushed, pending int64
+}
+
+// writebackUnit is how many written bytes start their writeback to disk
+// while an upload is still arriving.
+const writebackUnit = 8 << 20
+
+// Write writes p, and starts writing a file:// blob's bytes to disk every
+// writebackUnit so that commit's fsync has little left to do.
+func (w *blobWriter) Write(p []byte) (int, error) {
+	n, err := w.Writer.Write(p)
+	if w.file != nil {
+		w.pending += int64(n)
+		if w.pending >= writebackUnit {
+			startWriteback(w.file, w.flushed, w.pending)
+			w.flushed += w.pending
+			w.pending = 0
+		}
+	}
+	return n, err
 }
 
 func (s *blobStore) newWriter(ctx context.Context, key string) (*blobWriter, error) {

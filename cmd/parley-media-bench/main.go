@@ -1,7 +1,9 @@
 // Command parley-media-bench measures the media repository end to end: it
 // starts a real parley server on loopback (SQLite, file:// media store in
 // a temporary folder), uploads and downloads one large file, and reports
-// the time taken next to `cp` of the same file on the same disk, together
+// the time taken next to `cp` of the same file on the same disk (a
+// download is timed twice: written to a file, as cp does, and read and
+// discarded, which is the server's part alone), together
 // with the server's resident memory before and after (VmRSS and its peak,
 // VmHWM, from /proc; Linux only).
 //
@@ -14,8 +16,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha1"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -90,7 +95,7 @@ func run() error {
 	}
 	fmt.Printf("file: %d MiB; server after start-up and warm-up: VmRSS %.1f MiB, VmHWM %.1f MiB\n\n", *sizeMiB, mib(base.rss), mib(base.hwm))
 
-	var cpTimes, cpSyncTimes, upTimes, downTimes []time.Duration
+	var cpTimes, cpSyncTimes, upTimes, downTimes, netTimes []time.Duration
 	peak := base
 	for i := 0; i < *runs; i++ {
 		d, err := timeCP(src, filepath.Join(work, "cp.bin"), false)
@@ -129,23 +134,39 @@ func run() error {
 			return err
 		}
 		downTimes = append(downTimes, d)
+		// The same download read and discarded: the server's part
+		// without the client's file writes.
+		d, err = srv.download(token, id, "")
+		if err != nil {
+			return err
+		}
+		netTimes = append(netTimes, d)
 		if sum, err := fileSHA(out); err != nil || sum != srcSum {
 			return fmt.Errorf("downloaded file differs (%v)", err)
 		}
 		_ = os.Remove(out)
+		// Like cp's copies, the upload is removed after its run. Keeping
+		// every 100 MiB would time the memory, not the server: on a
+		// virtual machine, page cache that grows into guest memory never
+		// touched before is several times slower to write (cp to kept
+		// files slows down the same way).
+		if err := srv.remove(token, id); err != nil {
+			return err
+		}
 		m, err = memory(srv.cmd.Process.Pid)
 		if err != nil {
 			return err
 		}
 		peak = peak.max(m)
-		fmt.Printf("run %d: cp %v, cp+fsync %v, upload %v, download %v; VmRSS %.1f MiB, VmHWM %.1f MiB\n",
-			i+1, round(cpTimes[i]), round(cpSyncTimes[i]), round(upTimes[i]), round(downTimes[i]), mib(m.rss), mib(m.hwm))
+		fmt.Printf("run %d: cp %v, cp+fsync %v, upload %v, download %v (discarded: %v); VmRSS %.1f MiB, VmHWM %.1f MiB\n",
+			i+1, round(cpTimes[i]), round(cpSyncTimes[i]), round(upTimes[i]), round(downTimes[i]), round(netTimes[i]), mib(m.rss), mib(m.hwm))
 	}
 	mbps := func(d time.Duration) float64 { return float64(size) / (1 << 20) / d.Seconds() }
-	fmt.Printf("\nmedian of %d: cp %v (%.0f MiB/s), cp+fsync %v, upload %v (%.0f MiB/s, %.2f× cp+fsync, %.2f× cp), download %v (%.0f MiB/s, %.2f× cp)\n",
+	fmt.Printf("\nmedian of %d: cp %v (%.0f MiB/s), cp+fsync %v, upload %v (%.0f MiB/s, %.2f× cp+fsync, %.2f× cp), download %v (%.0f MiB/s, %.2f× cp), download discarded %v (%.2f× cp)\n",
 		*runs, round(median(cpTimes)), mbps(median(cpTimes)), round(median(cpSyncTimes)),
 		round(median(upTimes)), mbps(median(upTimes)), ratio(median(upTimes), median(cpSyncTimes)), ratio(median(upTimes), median(cpTimes)),
-		round(median(downTimes)), mbps(median(downTimes)), ratio(median(downTimes), median(cpTimes)))
+		round(median(downTimes)), mbps(median(downTimes)), ratio(median(downTimes), median(cpTimes)),
+		round(median(netTimes)), ratio(median(netTimes), median(cpTimes)))
 	fmt.Printf("server memory growth over the runs: VmRSS %+.1f MiB, peak (VmHWM) %+.1f MiB\n",
 		mib(peak.rss-base.rss), mib(peak.hwm-base.hwm))
 	return nil
@@ -167,7 +188,7 @@ func startServer(binary, dataDir string, size int64) (*server, error) {
 	cmd := exec.Command(binary, "serve")
 	cmd.Env = []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
-		"PARLEY_DATA_DIR=" + dataDir, "PARLEY_LISTEN=" + addr, "PARLEY_REGISTRATION=open",
+		"PARLEY_DATA_DIR=" + dataDir, "PARLEY_LISTEN=" + addr, "PARLEY_REGISTRATION_SHARED_SECRET=" + benchSecret,
 		"PARLEY_RATE_LIMITS=off", "PARLEY_LOG_LEVEL=warn",
 		"PARLEY_PASSWORD_HASHING_MEMORY_KIB=64", "PARLEY_PASSWORD_HASHING_ITERATIONS=1",
 		"PARLEY_MEDIA_MAX_UPLOAD_BYTES=" + strconv.FormatInt(size+(1<<20), 10),
@@ -206,9 +227,29 @@ func (s *server) stop() {
 	}
 }
 
+// benchSecret is the registration shared secret of the server under test.
+const benchSecret = "media-bench"
+
+// register creates an administrator (who may delete media) through the
+// shared-secret registration API and returns its access token.
 func (s *server) register() (string, error) {
-	body := `{"username":"bench","password":"a bench password","auth":{"type":"m.login.dummy"}}`
-	resp, err := http.Post(s.url+"/_matrix/client/v3/register", "application/json", strings.NewReader(body))
+	resp, err := http.Get(s.url + "/_synapse/admin/v1/register")
+	if err != nil {
+		return "", err
+	}
+	var n struct {
+		Nonce string `json:"nonce"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&n)
+	resp.Body.Close()
+	if err != nil {
+		return "", fmt.Errorf("register nonce: %w", err)
+	}
+	const name, pw = "bench", "a bench password"
+	m := hmac.New(sha1.New, []byte(benchSecret))
+	m.Write([]byte(n.Nonce + "\x00" + name + "\x00" + pw + "\x00admin"))
+	body, _ := json.Marshal(map[string]any{"nonce": n.Nonce, "username": name, "password": pw, "admin": true, "mac": hex.EncodeToString(m.Sum(nil))})
+	resp, err = http.Post(s.url+"/_synapse/admin/v1/register", "application/json", bytes.NewReader(body))
 	if err != nil {
 		return "", err
 	}
@@ -220,6 +261,24 @@ func (s *server) register() (string, error) {
 		return "", fmt.Errorf("register: %d %v", resp.StatusCode, err)
 	}
 	return out.AccessToken, nil
+}
+
+// remove deletes media through the admin API.
+func (s *server) remove(token, id string) error {
+	req, err := http.NewRequest(http.MethodDelete, s.url+"/_synapse/admin/v1/media/localhost/"+id, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("delete media: %d", resp.StatusCode)
+	}
+	return nil
 }
 
 func (s *server) upload(token, path string) (string, time.Duration, error) {
@@ -256,17 +315,23 @@ func (s *server) upload(token, path string) (string, time.Duration, error) {
 	return out.ContentURI[strings.LastIndexByte(out.ContentURI, '/')+1:], d, nil
 }
 
+// download fetches the media into the file at path, or discards it
+// when path is empty.
 func (s *server) download(token, id, path string) (time.Duration, error) {
 	req, err := http.NewRequest(http.MethodGet, s.url+"/_matrix/client/v1/media/download/localhost/"+id, nil)
 	if err != nil {
 		return 0, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	f, err := os.Create(path)
-	if err != nil {
-		return 0, err
+	var out io.Writer = io.Discard
+	if path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		out = f
 	}
-	defer f.Close()
 	start := time.Now()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -276,7 +341,7 @@ func (s *server) download(token, id, path string) (time.Duration, error) {
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("download: %d", resp.StatusCode)
 	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
+	if _, err := io.Copy(out, resp.Body); err != nil {
 		return 0, err
 	}
 	return time.Since(start), nil
