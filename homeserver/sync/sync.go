@@ -25,6 +25,7 @@ import (
 	"github.com/parley-chat/parley/homeserver/filter"
 	"github.com/parley-chat/parley/homeserver/notifier"
 	"github.com/parley-chat/parley/homeserver/rooms"
+	"github.com/parley-chat/parley/internal/coalesce"
 	"github.com/parley-chat/parley/internal/lru"
 	"github.com/parley-chat/parley/internal/mxerr"
 	"github.com/parley-chat/parley/storage"
@@ -121,6 +122,10 @@ type Engine struct {
 	// before their positions were read: a sync from such a token while
 	// the generation has not moved has nothing to build.
 	quietAt *lru.Cache[quietKey, uint64]
+	// streams reads the streams' positions for all the builds woken at
+	// once: the members of a room woken by one commit share a read that
+	// began after each of them asked (see positions).
+	streams *coalesce.Reader[map[string]int64]
 }
 
 // joinedAt is a user's joined rooms as of an events position.
@@ -131,9 +136,13 @@ type joinedAt struct {
 
 // New builds the engine.
 func New(d Deps, log *slog.Logger) *Engine {
-	return &Engine{d: d, log: log, filters: lru.New[string, *filter.Filter](10_000),
+	e := &Engine{d: d, log: log, filters: lru.New[string, *filter.Filter](10_000),
 		slots: make(chan struct{}, buildSlots(d.DB)), joined: lru.New[string, joinedAt](100_000),
 		quietAt: lru.New[quietKey, uint64](100_000)}
+	if d.DB != nil {
+		e.streams = coalesce.NewReader(d.DB.StreamPositions)
+	}
+	return e
 }
 
 // Limits of a sync request.
@@ -332,10 +341,13 @@ func (e *Engine) gatedBuild(ctx context.Context, req Request, now Token) (*Respo
 }
 
 // positions reads every stream's current position, the database's in one
-// query.
+// query shared with the builds asking at the same time. The shared read
+// starts after this call does, so it sees every commit that woke the
+// caller. ctx must not hold a read snapshot (ReadSnapshot): the read may
+// run in another caller's context.
 func (e *Engine) positions(ctx context.Context) (Token, error) {
 	var t Token
-	ps, err := e.d.DB.StreamPositions(ctx)
+	ps, err := e.streams.Read(ctx)
 	if err != nil {
 		return t, err
 	}

@@ -1,0 +1,143 @@
+package coalesce
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestFresh: every caller gets a value read after it asked. The source
+// moves before each call; a caller handed a value from a call that began
+// before its own move would see less than it wrote.
+func TestFresh(t *testing.T) {
+	var source atomic.Int64
+	r := NewReader(func(context.Context) (int64, error) {
+		v := source.Load()
+		time.Sleep(100 * time.Microsecond)
+		return v, nil
+	})
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for range 200 {
+				want := source.Add(1)
+				got, err := r.Read(context.Background())
+				if err != nil || got < want {
+					t.Errorf("read %d (%v) after the source reached %d", got, err, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// waitCallers blocks until n callers wait for the next call.
+func waitCallers[T any](t *testing.T, r *Reader[T], n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		r.mu.Lock()
+		c := 0
+		if r.next != nil {
+			c = r.next.callers
+		}
+		r.mu.Unlock()
+		if c == n {
+			return
+		}
+	}
+	t.Fatalf("never saw %d callers waiting", n)
+}
+
+// TestShared: callers that arrive while a call runs share the next one;
+// its error reaches all of them.
+func TestShared(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int32
+	boom := errors.New("boom")
+	r := NewReader(func(context.Context) (int, error) {
+		n := calls.Add(1)
+		if n == 1 {
+			<-release
+			return 1, nil
+		}
+		return 0, boom
+	})
+	first := make(chan int)
+	go func() {
+		v, _ := r.Read(context.Background())
+		first <- v
+	}()
+	for calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	const waiters = 20
+	errs := make(chan error, waiters)
+	for range waiters {
+		go func() {
+			_, err := r.Read(context.Background())
+			errs <- err
+		}()
+	}
+	waitCallers(t, r, waiters)
+	close(release)
+	if v := <-first; v != 1 {
+		t.Fatalf("first caller got %d", v)
+	}
+	for range waiters {
+		if err := <-errs; !errors.Is(err, boom) {
+			t.Fatalf("waiter got %v", err)
+		}
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d calls for 1 + %d callers, want 2", n, waiters)
+	}
+}
+
+// TestCancel: a waiter that gives up returns at once; the caller that runs
+// the call finishes it for the others even when its own context ends.
+func TestCancel(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int32
+	r := NewReader(func(ctx context.Context) (int32, error) {
+		n := calls.Add(1)
+		<-release
+		return n, ctx.Err()
+	})
+	leaderCtx, cancelLeader := context.WithCancel(context.Background())
+	leader := make(chan error)
+	go func() {
+		_, err := r.Read(leaderCtx)
+		leader <- err
+	}()
+	for calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	gaveUp := make(chan error)
+	go func() {
+		_, err := r.Read(ctx)
+		gaveUp <- err
+	}()
+	stays := make(chan int32)
+	go func() {
+		v, _ := r.Read(context.Background())
+		stays <- v
+	}()
+	waitCallers(t, r, 2)
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter got %v", err)
+	}
+	cancelLeader()
+	close(release)
+	if err := <-leader; err != nil {
+		t.Fatalf("the call saw its caller's cancellation: %v", err)
+	}
+	if v := <-stays; v != 2 {
+		t.Fatalf("waiter got the value of call %d, want 2", v)
+	}
+}
