@@ -240,18 +240,21 @@ const (
 )
 
 // CountInputs is what counting a user's unread notifications starts
-// from in each room, besides receipts: MembershipStarts and OwnReadsGet.
+// from in each room: MembershipStarts, OwnReadsGet and the positions of
+// the user's read receipts by (room, thread; "" the unthreaded one).
 type CountInputs struct {
-	Starts map[string]int64
-	Own    []OwnRead
+	Starts   map[string]int64
+	Own      []OwnRead
+	Receipts map[[2]string]int64
 }
 
 // CountInputsGet reads CountInputs in one statement: a sync build needs
-// both, and on PostgreSQL each was a round trip of its own.
+// all three, and on PostgreSQL each was a round trip of its own.
 func (p *Push) CountInputsGet(ctx context.Context, userID string, roomIDs []string) (CountInputs, error) {
-	in := CountInputs{Starts: map[string]int64{}}
+	in := CountInputs{Starts: map[string]int64{}, Receipts: map[[2]string]int64{}}
 	q := `SELECT 0, m.* FROM (` + selectMembershipStarts + `) m
-		UNION ALL SELECT 1, o.* FROM (` + selectOwnReads + `) o`
+		UNION ALL SELECT 1, o.* FROM (` + selectOwnReads + `) o
+		UNION ALL SELECT 2, q.* FROM (` + selectReceiptReads + `) q`
 	err := queryIn(ctx, p.db.Read(), q, []any{userID}, roomIDs, func(r Rows) error {
 		var kind int
 		var room, thread string
@@ -263,6 +266,9 @@ func (p *Push) CountInputsGet(ctx context.Context, userID string, roomIDs []stri
 		case pos == nil:
 		case kind == 0:
 			in.Starts[room] = *pos
+		case kind == 2:
+			// A room listed in two chunks comes back twice, the same.
+			in.Receipts[[2]string{room, thread}] = *pos
 		default:
 			in.Own = append(in.Own, OwnRead{UserID: userID, RoomID: room, ThreadID: thread, StreamPos: *pos})
 		}

@@ -193,27 +193,13 @@ func (s *Receipts) ReceiptReadUpTo(ctx context.Context, userID, roomID, threadID
 	return pos, nil
 }
 
-// ReceiptReadPositions returns the events-stream positions a user's read
-// receipts (m.read or m.read.private, the further) point at, per (room,
-// thread) of the given rooms; thread "" is the unthreaded receipt.
-func (s *Receipts) ReceiptReadPositions(ctx context.Context, userID string, roomIDs []string) (map[[2]string]int64, error) {
-	out := map[[2]string]int64{}
-	err := queryIn(ctx, s.db.Read(), `SELECT room_id, thread_id, MAX(event_pos) FROM receipts
+// selectReceiptReads reads, by (room, thread), the events-stream position
+// a user's furthest read receipt (m.read or m.read.private) points at
+// ($1 the user, rooms in (IN)); push counting reads it with its other
+// inputs (CountInputsGet).
+const selectReceiptReads = `SELECT room_id, thread_id, MAX(event_pos) FROM receipts
 		WHERE user_id = $1 AND receipt_type IN ('m.read', 'm.read.private') AND room_id IN (IN)
-		GROUP BY room_id, thread_id`, []any{userID}, roomIDs, func(r Rows) error {
-		var room, thread string
-		var pos int64
-		if err := r.Scan(&room, &thread, &pos); err != nil {
-			return err
-		}
-		out[[2]string{room, thread}] = pos
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read positions: %w", err)
-	}
-	return out, nil
-}
+		GROUP BY room_id, thread_id`
 
 const deliveryCols = `room_id, event_id, event_sender, user_id, ts, stream_pos`
 

@@ -85,10 +85,10 @@ func TestReceipts(t *testing.T) {
 				if err != nil || got != c.want {
 					t.Errorf("ReadUpTo(%s, %s, %q) = %d, %v; want %d", c.user, c.room, c.thread, got, err, c.want)
 				}
-				// The bulk read agrees (absent: 0).
-				all, err := s.ReceiptReadPositions(ctx, c.user, []string{r1, r2})
-				if err != nil || all[[2]string{c.room, c.thread}] != c.want {
-					t.Errorf("ReadPositions(%s)[%s %q] = %d, %v; want %d", c.user, c.room, c.thread, all[[2]string{c.room, c.thread}], err, c.want)
+				// The bulk read of push counting agrees (absent: 0).
+				in, err := db.Push().CountInputsGet(ctx, c.user, []string{r1, r2})
+				if err != nil || in.Receipts[[2]string{c.room, c.thread}] != c.want {
+					t.Errorf("CountInputsGet(%s).Receipts[%s %q] = %d, %v; want %d", c.user, c.room, c.thread, in.Receipts[[2]string{c.room, c.thread}], err, c.want)
 				}
 			}
 		})

@@ -51,7 +51,7 @@ func (e *Engine) CountsAt(ctx context.Context, user string, roomIDs []string, th
 			unique = append(unique, r)
 		}
 	}
-	// Membership starts and own events in one read, receipts in another.
+	// Membership starts, own events and receipts in one read.
 	in, err := e.store.CountInputsGet(ctx, user, unique)
 	if err != nil {
 		return nil, err
@@ -63,10 +63,8 @@ func (e *Engine) CountsAt(ctx context.Context, user string, roomIDs []string, th
 		return notJoined
 	}
 	var receipts map[[2]string]int64
-	if e.receipts != nil && len(unique) > 0 {
-		if receipts, err = e.receipts.ReadPositions(ctx, user, unique); err != nil {
-			return nil, err
-		}
+	if e.receipts != nil {
+		receipts = in.Receipts
 	}
 	rd.fill(unique, receipts, in.Own)
 	for _, r := range unique {

@@ -5,7 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
-	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -15,8 +15,11 @@ import (
 	"github.com/parley-chat/parley/storage/storagetest"
 )
 
-// fakeReceipts is a receipts engine: positions set by the test.
+// fakeReceipts is a receipts engine: positions set by the test, and
+// stored as m.read receipts too for the counts that read them from the
+// database.
 type fakeReceipts struct {
+	db  *storage.DB
 	mu  sync.Mutex
 	pos map[[3]string]int64
 }
@@ -27,22 +30,20 @@ func (f *fakeReceipts) ReadUpTo(_ context.Context, user, roomID, threadID string
 	return f.pos[[3]string{user, roomID, threadID}], nil
 }
 
-func (f *fakeReceipts) ReadPositions(_ context.Context, user string, roomIDs []string) (map[[2]string]int64, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := map[[2]string]int64{}
-	for k, v := range f.pos {
-		if k[0] == user && slices.Contains(roomIDs, k[1]) {
-			out[[2]string{k[1], k[2]}] = v
-		}
-	}
-	return out, nil
-}
-
-func (f *fakeReceipts) set(user, roomID, threadID string, pos int64) {
+func (f *fakeReceipts) set(t testing.TB, user, roomID, threadID string, pos int64) {
+	t.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.pos[[3]string{user, roomID, threadID}] = pos
+	r := storage.Receipt{RoomID: roomID, UserID: user, Type: "m.read", ThreadID: threadID,
+		EventID: "$at" + strconv.FormatInt(pos, 10), EventPos: pos, TS: pos}
+	err := f.db.Write(context.Background(), func(tx *storage.Tx) error {
+		_, _, err := f.db.Receipts().ReceiptPut(context.Background(), tx, r)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // env is a room engine wired to a push engine, as the server wires them.
@@ -70,7 +71,7 @@ func newEnvHooked(t testing.TB, db *storage.DB, push bool) *env {
 		t.Fatal(err)
 	}
 	re := rooms.New(rooms.Config{ServerName: server, Signer: &rooms.Signer{ServerName: server, KeyID: "ed25519:test", Key: priv}}, db, quietLog())
-	en := &env{rooms: re, receipts: &fakeReceipts{pos: map[[3]string]int64{}}, ad: &fakeAccountData{}, pos: map[string]int64{},
+	en := &env{rooms: re, receipts: &fakeReceipts{db: db, pos: map[[3]string]int64{}}, ad: &fakeAccountData{}, pos: map[string]int64{},
 		events: map[string]*rooms.Event{}}
 	en.push = New(Config{}, db, re, en.ad, quietLog())
 	en.push.SetReceipts(en.receipts)
@@ -171,7 +172,7 @@ func TestFlow(t *testing.T) {
 			t.Fatalf("own events never notify: %+v", c)
 		}
 
-		en.receipts.set(bob, dm, "", en.streamPos(t, mention))
+		en.receipts.set(t, bob, dm, "", en.streamPos(t, mention))
 		check("an unthreaded receipt resets", en.counts(t, bob, dm, false), RoomCounts{})
 
 		// Threads: counts per thread; the main timeline is the room's own.
@@ -185,10 +186,10 @@ func TestFlow(t *testing.T) {
 			Threads: map[string]ThreadCounts{root: {Notification: 2, Highlight: 1}}})
 		check("threads folded", en.counts(t, bob, dm, false), RoomCounts{Notification: 3, Highlight: 1})
 
-		en.receipts.set(bob, dm, root, en.streamPos(t, reply))
+		en.receipts.set(t, bob, dm, root, en.streamPos(t, reply))
 		check("a threaded receipt resets its thread", en.counts(t, bob, dm, true), RoomCounts{Notification: 1,
 			Threads: map[string]ThreadCounts{root: {Notification: 1, Highlight: 1}}})
-		en.receipts.set(bob, dm, "main", en.streamPos(t, reply2))
+		en.receipts.set(t, bob, dm, "main", en.streamPos(t, reply2))
 		check("a main receipt resets the main timeline only", en.counts(t, bob, dm, true), RoomCounts{
 			Threads: map[string]ThreadCounts{root: {Notification: 1, Highlight: 1}}})
 
@@ -345,7 +346,7 @@ func TestCountCacheTopsUp(t *testing.T) {
 			}
 			id := en.send(t, room, alice, "m.room.message", content)
 			if i == 6 {
-				en.receipts.set(bob, room, "", en.streamPos(t, id))
+				en.receipts.set(t, bob, room, "", en.streamPos(t, id))
 			}
 			got := en.counts(t, bob, room, false)
 			after, _ := en.receipts.ReadUpTo(ctx, bob, room, "")
@@ -446,7 +447,7 @@ func TestSharedActions(t *testing.T) {
 		check("joined later", map[string]RoomCounts{gina: {Notification: 2}, erin: {Notification: 1}, carol: {Notification: 6}})
 
 		// A receipt reads shared rows as it reads own ones.
-		en.receipts.set(carol, room, "", en.streamPos(t, last))
+		en.receipts.set(t, carol, room, "", en.streamPos(t, last))
 		check("read", map[string]RoomCounts{carol: {}})
 
 		// GET /notifications lists shared rows after the join only.
@@ -472,7 +473,7 @@ func TestSharedActions(t *testing.T) {
 			t.Fatalf("pruned unread shared rows: %d left", shared)
 		}
 		for _, who := range []string{alice, bob, dave, erin, gina} {
-			en.receipts.set(who, room, "", en.streamPos(t, last))
+			en.receipts.set(t, who, room, "", en.streamPos(t, last))
 		}
 		if _, err := en.push.Prune(ctx); err != nil {
 			t.Fatal(err)

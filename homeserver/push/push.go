@@ -36,7 +36,9 @@ import (
 	"github.com/parley-chat/parley/storage"
 )
 
-// ReadReceipts tells how far users have read.
+// ReadReceipts tells how far users have read, one room and thread at a
+// time; counting many rooms at once reads the receipts themselves with the
+// other inputs of a count (storage's CountInputsGet).
 type ReadReceipts interface {
 	// ReadUpTo returns the events-stream position of the event the
 	// user's latest read receipt (m.read or m.read.private, whichever is
@@ -44,9 +46,6 @@ type ReadReceipts interface {
 	// receipt, "main" the main timeline's, an event ID that thread's.
 	// 0 if there is none.
 	ReadUpTo(ctx context.Context, user, roomID, threadID string) (int64, error)
-	// ReadPositions is ReadUpTo for every thread of several rooms at
-	// once, by (room, thread); absent where there is no receipt.
-	ReadPositions(ctx context.Context, user string, roomIDs []string) (map[[2]string]int64, error)
 }
 
 // AccountData writes server-managed account data (m.push_rules).

@@ -383,12 +383,6 @@ func (e *Engine) ReadUpTo(ctx context.Context, user, roomID, threadID string) (i
 	return e.store.ReceiptReadUpTo(ctx, user, roomID, threadID)
 }
 
-// ReadPositions is ReadUpTo for every thread of several rooms at once:
-// positions by (room, thread), absent where there is no receipt.
-func (e *Engine) ReadPositions(ctx context.Context, user string, roomIDs []string) (map[[2]string]int64, error) {
-	return e.store.ReceiptReadPositions(ctx, user, roomIDs)
-}
-
 // Prune deletes delivery receipts older than DeliveryWindow.
 func (e *Engine) Prune(ctx context.Context) error {
 	n, err := e.store.DeliveriesPrune(ctx, e.cfg.Now().Add(-e.cfg.DeliveryWindow).UnixMilli())
