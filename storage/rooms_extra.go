@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 )
 
@@ -377,18 +378,23 @@ func (s *Rooms) AliasDeleteFrom(ctx context.Context, alias string, roomNID int64
 // a relation bundled into its parent (thread, edit or reference). It reads
 // only the relations index, so that a timeline of plain messages costs one
 // cheap query instead of one per aggregation; a child in another room may
-// name a parent here, which only costs the caller the full queries.
-func (s *Rooms) WithBundledRelations(ctx context.Context, parents []string) (map[string]bool, error) {
+// name a parent here, which only costs the caller the full queries. With
+// upTo > 0 only children at or before that events-stream position count.
+func (s *Rooms) WithBundledRelations(ctx context.Context, parents []string, upTo int64) (map[string]bool, error) {
 	out := map[string]bool{}
+	if upTo <= 0 {
+		upTo = math.MaxInt64
+	}
 	err := queryIn(ctx, s.db.Read(), `SELECT DISTINCT relates_to FROM events
-		WHERE relates_to IN (IN) AND rel_type IN ('m.thread', 'm.replace', 'm.reference')`, nil, parents, func(r Rows) error {
-		var id string
-		if err := r.Scan(&id); err != nil {
-			return err
-		}
-		out[id] = true
-		return nil
-	})
+		WHERE relates_to IN (IN) AND rel_type IN ('m.thread', 'm.replace', 'm.reference') AND stream_pos <= $1`,
+		[]any{upTo}, parents, func(r Rows) error {
+			var id string
+			if err := r.Scan(&id); err != nil {
+				return err
+			}
+			out[id] = true
+			return nil
+		})
 	if err != nil {
 		return nil, fmt.Errorf("bundled relations: %w", err)
 	}

@@ -79,7 +79,10 @@ type Engine struct {
 	snapAt *lru.Cache[[2]int64, int64]
 	// windows remembers timeline windows read at committed positions
 	// (timelineNIDs); the slices are shared and never modified.
-	windows  *lru.Cache[timelineKey, []storage.NIDPos]
+	windows *lru.Cache[timelineKey, []storage.NIDPos]
+	// bundled remembers which events of a window have children to bundle,
+	// as of a committed position (aggregate); the maps are never modified.
+	bundled  *lru.Cache[string, map[string]bool]
 	keyNIDs  sync.Map // storage.StateKey → int64
 	keyNames sync.Map // int64 → storage.StateKey
 	metas    sync.Map // room nid → *roomMeta
@@ -112,6 +115,7 @@ func New(cfg Config, db *storage.DB, log *slog.Logger) *Engine {
 		events:  lru.New[int64, *Event](200_000),
 		snapAt:  lru.New[[2]int64, int64](50_000),
 		windows: lru.New[timelineKey, []storage.NIDPos](20_000),
+		bundled: lru.New[string, map[string]bool](20_000),
 	}
 	e.persister = newPersister(e)
 	return e

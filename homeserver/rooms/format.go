@@ -15,6 +15,11 @@ type FormatOptions struct {
 	OmitRoomID bool
 	// NoBundle skips bundled aggregations.
 	NoBundle bool
+	// RelationsAt, a committed events-stream position, bounds the
+	// children that bundled aggregations look for (0: all); with it, which
+	// events have any is remembered for the members syncing the same
+	// window.
+	RelationsAt int64
 }
 
 // render turns an event into the client format.
@@ -85,7 +90,7 @@ func (e *Engine) renderAll(ctx context.Context, evs []*Event, mems []string, o F
 		out = append(out, ce)
 	}
 	if !o.NoBundle && len(evs) > 0 {
-		if err := e.bundle(ctx, o.User, evs, out); err != nil {
+		if err := e.bundle(ctx, o.User, o.RelationsAt, evs, out); err != nil {
 			return nil, err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -35,7 +36,7 @@ const (
 //
 // Children count only if they are in the parent's room, accepted, in the
 // timeline and not redacted.
-func (e *Engine) bundle(ctx context.Context, user string, evs []*Event, out []*ClientEvent) error {
+func (e *Engine) bundle(ctx context.Context, user string, at int64, evs []*Event, out []*ClientEvent) error {
 	byRoom := map[int64][]int{}
 	for i, ev := range evs {
 		if ev.IsState() {
@@ -59,7 +60,7 @@ func (e *Engine) bundle(ctx context.Context, user string, evs []*Event, out []*C
 		for j, i := range idx {
 			parents[j] = evs[i]
 		}
-		aggs, err := e.aggregate(ctx, user, ignored, roomNID, parents)
+		aggs, err := e.aggregate(ctx, user, ignored, roomNID, at, parents)
 		if err != nil {
 			return err
 		}
@@ -88,8 +89,9 @@ type threadAggregation struct {
 	Participated bool         `json:"current_user_participated"`
 }
 
-// aggregate computes the aggregations of events of one room, in order.
-func (e *Engine) aggregate(ctx context.Context, user string, ignored map[string]bool, roomNID int64, parents []*Event) ([]map[string]any, error) {
+// aggregate computes the aggregations of events of one room, in order,
+// from children up to the committed position at (0: all).
+func (e *Engine) aggregate(ctx context.Context, user string, ignored map[string]bool, roomNID, at int64, parents []*Event) ([]map[string]any, error) {
 	out := make([]map[string]any, len(parents))
 	for i := range out {
 		out[i] = map[string]any{}
@@ -98,7 +100,12 @@ func (e *Engine) aggregate(ctx context.Context, user string, ignored map[string]
 	for i, p := range parents {
 		all[i] = p.EventID
 	}
-	having, err := e.store.WithBundledRelations(ctx, all)
+	// The parents are one window of one room; the members woken by one
+	// commit ask for the same window at the same position.
+	key := strconv.FormatInt(at, 10) + "\x00" + strings.Join(all, "\x00")
+	having, err := finalAt(e.bundled, key, at > 0, func() (map[string]bool, error) {
+		return e.store.WithBundledRelations(ctx, all, at)
+	})
 	if err != nil || len(having) == 0 {
 		return out, err
 	}

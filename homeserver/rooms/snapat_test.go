@@ -101,3 +101,59 @@ func newRoomAt(t *testing.T, e *Engine, creator string) (string, *roomMeta, int6
 	}
 	return room, m, pos
 }
+
+// TestBundledAt checks that bundled aggregations bounded by a committed
+// position leave out later children, and that which events have children
+// is remembered only for such positions.
+func TestBundledAt(t *testing.T) {
+	forEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		e := newTestEngine(t, db)
+		alice := "@alice:local.test"
+		room, m, _ := newRoomAt(t, e, alice)
+		rootID, err := e.Send(ctx, SendParams{RoomID: room, Sender: alice, Type: "m.room.message",
+			Content: content(map[string]any{"msgtype": "m.text", "body": "root"})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		beforeReply, err := e.StreamPosition(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Send(ctx, SendParams{RoomID: room, Sender: alice, Type: "m.room.message",
+			Content: content(map[string]any{"msgtype": "m.text", "body": "reply",
+				"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": rootID}})}); err != nil {
+			t.Fatal(err)
+		}
+		afterReply, err := e.StreamPosition(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		root, err := e.eventByID(ctx, rootID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		threadCount := func(at int64) int {
+			t.Helper()
+			aggs, err := e.aggregate(ctx, alice, nil, m.NID, at, []*Event{root})
+			if err != nil {
+				t.Fatal(err)
+			}
+			th, ok := aggs[0]["m.thread"].(threadAggregation)
+			if !ok {
+				return 0
+			}
+			return th.Count
+		}
+		for _, c := range []struct {
+			at, want int
+		}{{int(beforeReply), 0}, {int(afterReply), 1}, {0, 1}, {int(beforeReply), 0}} {
+			if got := threadCount(int64(c.at)); got != c.want {
+				t.Errorf("thread count at %d: %d, want %d", c.at, got, c.want)
+			}
+		}
+		if n := e.bundled.Len(); n != 2 {
+			t.Fatalf("%d windows remembered, want the 2 at committed positions", n)
+		}
+	})
+}

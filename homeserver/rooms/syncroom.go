@@ -206,7 +206,11 @@ func (e *Engine) SyncRoom(ctx context.Context, q SyncRoomQuery) (*SyncRoom, erro
 		return nil, err
 	}
 	out := &SyncRoom{Limited: limited}
-	if out.Timeline, err = e.renderAll(ctx, tl, mems, FormatOptions{User: q.Who.UserID, DeviceID: q.Who.DeviceID, OmitRoomID: true}); err != nil {
+	fo := FormatOptions{User: q.Who.UserID, DeviceID: q.Who.DeviceID, OmitRoomID: true}
+	if upper <= q.Committed {
+		fo.RelationsAt = upper
+	}
+	if out.Timeline, err = e.renderAll(ctx, tl, mems, fo); err != nil {
 		return nil, err
 	}
 	if len(tl) > 0 {
