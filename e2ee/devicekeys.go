@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/parley-chat/parley/internal/mxerr"
 	"github.com/parley-chat/parley/storage"
@@ -192,6 +193,7 @@ func (e *Engine) UploadKeys(ctx context.Context, userID, deviceID string, req Up
 		counts, err = e.store.OneTimeKeyCounts(ctx, tx, userID, deviceID)
 		return err
 	})
+	e.keyCountsChanged()
 	if err != nil {
 		return nil, err
 	}
@@ -540,6 +542,9 @@ func (e *Engine) ClaimKeys(ctx context.Context, want map[string]map[string]strin
 		}
 		return nil
 	})
+	if len(touched) > 0 {
+		e.keyCountsChanged()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -553,10 +558,39 @@ func (e *Engine) ClaimKeys(ctx context.Context, want map[string]map[string]strin
 // signed_curve25519 always included (sync's device_one_time_keys_count),
 // and the algorithms of its fallback keys no claim has handed out, never
 // nil (device_unused_fallback_key_types), in one read.
+//
+// The answer is shared: callers must not modify it.
 func (e *Engine) KeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
+	key := [2]string{userID, deviceID}
+	gen, now := e.countsGen.Load(), e.now()
+	if c, ok := e.keyCounts.Get(key); ok && c.gen == gen && now.Sub(c.at) < keyCountsTTL {
+		return c.counts, c.fallback, nil
+	}
 	c, fb, err := e.store.KeyCounts(ctx, e.db.Read(), userID, deviceID)
 	if err != nil {
 		return nil, nil, err
 	}
-	return withDefaultCount(c), fb, nil
+	c = withDefaultCount(c)
+	// Read under gen: a change committed meanwhile moved countsGen, and
+	// the entry is never served.
+	e.keyCounts.Put(key, keyCountsAt{counts: c, fallback: fb, gen: gen, at: now})
+	return c, fb, nil
 }
+
+// keyCountsTTL bounds how stale a remembered key count may be when
+// another instance changed it (this one's changes drop it at once).
+// Clients ask again with every sync and tolerate counts that move
+// meanwhile: claims can happen between any read and its delivery.
+const keyCountsTTL = time.Second
+
+// keyCountsAt is a device's key counts as read under a countsGen.
+type keyCountsAt struct {
+	counts   map[string]int
+	fallback []string
+	gen      uint64
+	at       time.Time
+}
+
+// keyCountsChanged drops the remembered key counts: one-time or fallback
+// keys were stored, claimed or deleted.
+func (e *Engine) keyCountsChanged() { e.countsGen.Add(1) }

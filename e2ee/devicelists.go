@@ -154,6 +154,9 @@ func (e *Engine) DevicesDeleted(ctx context.Context, tx *storage.Tx, userID stri
 	if err := e.store.DevicesForget(ctx, tx, userID, deviceIDs); err != nil {
 		return err
 	}
+	// Before the caller commits: a count read in between may be
+	// remembered for keyCountsTTL, for devices whose tokens are going.
+	e.keyCountsChanged()
 	return e.deviceListChanged(ctx, tx, userID, "")
 }
 

@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-chat/parley/internal/lru"
@@ -126,6 +127,12 @@ type Engine struct {
 	// to-device message is left: syncs that acknowledge nothing new skip
 	// the database (positions only grow, so the answer never goes stale).
 	acked *lru.Cache[string, int64]
+	// keyCounts remembers devices' one-time and fallback key counts, which
+	// every sync reports. Uploads, claims and deletions here move
+	// countsGen, which drops them all; keyCountsTTL bounds how long a
+	// change made through another instance goes unseen.
+	keyCounts *lru.Cache[[2]string, keyCountsAt]
+	countsGen atomic.Uint64
 
 	mu         sync.RWMutex
 	membership RoomMembership
@@ -139,7 +146,7 @@ func New(cfg Config, db *storage.DB, log *slog.Logger) *Engine {
 	cfg.MaxOneTimeKeysPerUpload = cmp.Or(cfg.MaxOneTimeKeysPerUpload, 500)
 	cfg.MaxBackupKeys = cmp.Or(cfg.MaxBackupKeys, 1_000_000)
 	return &Engine{cfg: cfg, db: db, store: db.Keys(), accounts: db.Accounts(), log: log, now: time.Now,
-		acked: lru.New[string, int64](100_000)}
+		acked: lru.New[string, int64](100_000), keyCounts: lru.New[[2]string, keyCountsAt](100_000)}
 }
 
 // SetMembership installs the room membership source (nil removes it).
