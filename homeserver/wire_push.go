@@ -76,8 +76,8 @@ type pushCounts struct{ e *push.Engine }
 
 var _ syncengine.Counts = pushCounts{}
 
-func (p pushCounts) Counts(ctx context.Context, user string, roomIDs []string, threads bool, upTo int64) (map[string]syncengine.RoomCounts, error) {
-	in, err := p.e.CountsAt(ctx, user, roomIDs, threads, upTo)
+func (p pushCounts) Counts(ctx context.Context, user string, roomIDs []string, threads bool, upTo int64, quiet syncengine.Quiet) (map[string]syncengine.RoomCounts, error) {
+	in, err := p.e.CountsAt(ctx, user, roomIDs, threads, upTo, push.Quiet(quiet))
 	if err != nil {
 		return nil, err
 	}

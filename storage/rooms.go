@@ -829,7 +829,10 @@ func (s *Rooms) MembershipChanges(ctx context.Context, userID string, from, to i
 
 // WindowNews is MembershipChanges and LatestStreamPos in one statement,
 // for a sync build that expects no membership change of the user: one
-// round trip where there were two.
+// round trip where there were two. Its RoomStreams also carry LastOwn,
+// from the index of the user's own newest events that push counting
+// keeps (push_own_reads): a build whose rooms saw no event of the user
+// counts unread notifications from the inputs it had.
 func (s *Rooms) WindowNews(ctx context.Context, userID string, from, to int64, roomNIDs []int64) ([]MembershipChange, map[int64]RoomStreams, error) {
 	var changes []MembershipChange
 	news := make(map[int64]RoomStreams, len(roomNIDs))
@@ -846,24 +849,25 @@ func (s *Rooms) WindowNews(ctx context.Context, userID string, from, to int64, r
 		n, err := s.LatestStreamPos(ctx, roomNIDs)
 		return c, n, err
 	}
-	err := queryIn(ctx, s.db.Read(), `SELECT 0, e.room_nid, r.room_id, e.event_nid, COALESCE(e.membership, ''), e.stream_pos, 0
+	err := queryIn(ctx, s.db.Read(), `SELECT 0, e.room_nid, r.room_id, e.event_nid, COALESCE(e.membership, ''), e.stream_pos, 0, 0
 			FROM events e JOIN rooms r ON r.room_nid = e.room_nid
 			WHERE e.type = 'm.room.member' AND e.state_key = $1 AND e.stream_pos > $2 AND e.stream_pos <= $3
 		UNION ALL
 		SELECT 1, r.room_nid, '', 0, '', r.last_stream, COALESCE((SELECT MAX(e.stream_pos) FROM events e
-				WHERE e.type = 'm.room.member' AND e.room_nid = r.room_nid), 0)
+				WHERE e.type = 'm.room.member' AND e.room_nid = r.room_nid), 0),
+				COALESCE((SELECT MAX(o.stream_pos) FROM push_own_reads o WHERE o.user_id = $1 AND o.room_id = r.room_id), 0)
 			FROM rooms r WHERE r.room_nid IN (IN)
 		ORDER BY 1, 6`, []any{userID, from, to}, list, func(r Rows) error {
 		var kind int
 		var c MembershipChange
-		var lastMember int64
-		if err := r.Scan(&kind, &c.RoomNID, &c.RoomID, &c.EventNID, &c.Membership, &c.StreamPos, &lastMember); err != nil {
+		var lastMember, lastOwn int64
+		if err := r.Scan(&kind, &c.RoomNID, &c.RoomID, &c.EventNID, &c.Membership, &c.StreamPos, &lastMember, &lastOwn); err != nil {
 			return err
 		}
 		if kind == 0 {
 			changes = append(changes, c)
 		} else if len(roomNIDs) > 0 {
-			news[c.RoomNID] = RoomStreams{Last: c.StreamPos, LastMember: lastMember}
+			news[c.RoomNID] = RoomStreams{Last: c.StreamPos, LastMember: lastMember, LastOwn: lastOwn}
 		}
 		return nil
 	})
@@ -874,8 +878,9 @@ func (s *Rooms) WindowNews(ctx context.Context, userID string, from, to int64, r
 }
 
 // RoomStreams is how far a room's timeline, and its membership events
-// among it, have reached in the events stream.
-type RoomStreams struct{ Last, LastMember int64 }
+// among it, have reached in the events stream; WindowNews adds how far
+// the events of the user it reads for have (LastOwn; 0: none, or not read).
+type RoomStreams struct{ Last, LastMember, LastOwn int64 }
 
 // LatestStreamPos returns each room's newest timeline stream position and
 // that of its newest membership event (0: none).

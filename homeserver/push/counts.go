@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"strconv"
 	"time"
 
@@ -27,12 +28,95 @@ type ThreadCounts struct{ Notification, Highlight int }
 // With threads true, a room's own counts are its main timeline's and
 // Threads has the counts of each thread (by root event ID) that has any.
 func (e *Engine) Counts(ctx context.Context, user string, roomIDs []string, threads bool) (map[string]RoomCounts, error) {
-	return e.CountsAt(ctx, user, roomIDs, threads, 0)
+	return e.CountsAt(ctx, user, roomIDs, threads, 0, Quiet{})
+}
+
+// Quiet names the rooms in which the caller knows that nothing a count
+// starts from changed in the events window (Since, upTo]: not the user's
+// membership, not their own events, not their read receipts. Their inputs
+// as read for a count up to Since are used again instead of read.
+type Quiet struct {
+	Since int64
+	Rooms map[string]bool
+}
+
+// inputsKey names one room's count inputs for a user, as read for a count
+// up to a committed position.
+type inputsKey struct {
+	user, room string
+	at         int64
+}
+
+// roomInputs are one room's share of storage.CountInputs.
+type roomInputs struct {
+	start    int64
+	joined   bool
+	own      []storage.OwnRead
+	receipts map[string]int64 // by thread ("" the unthreaded receipt)
+}
+
+// countInputs returns the count inputs of rooms, read only for the rooms
+// that Quiet does not cover, and remembers each room's at upTo (0: not a
+// committed position, nothing remembered).
+func (e *Engine) countInputs(ctx context.Context, user string, rooms []string, upTo int64, quiet Quiet) (storage.CountInputs, error) {
+	in := storage.CountInputs{Starts: map[string]int64{}, Receipts: map[[2]string]int64{}}
+	var read []string
+	for _, r := range rooms {
+		ri, ok := roomInputs{}, false
+		if quiet.Since > 0 && quiet.Rooms[r] {
+			ri, ok = e.inputs.Get(inputsKey{user, r, quiet.Since})
+		}
+		if !ok {
+			read = append(read, r)
+			continue
+		}
+		if ri.joined {
+			in.Starts[r] = ri.start
+		}
+		in.Own = append(in.Own, ri.own...)
+		for t, p := range ri.receipts {
+			in.Receipts[[2]string{r, t}] = p
+		}
+	}
+	if len(read) > 0 {
+		got, err := e.store.CountInputsGet(ctx, user, read)
+		if err != nil {
+			return in, err
+		}
+		maps.Copy(in.Starts, got.Starts)
+		maps.Copy(in.Receipts, got.Receipts)
+		in.Own = append(in.Own, got.Own...)
+	}
+	if upTo <= 0 {
+		return in, nil
+	}
+	per := make(map[string]*roomInputs, len(rooms))
+	for _, r := range rooms {
+		ri := &roomInputs{receipts: map[string]int64{}}
+		ri.start, ri.joined = in.Starts[r]
+		per[r] = ri
+	}
+	for _, o := range in.Own {
+		if ri := per[o.RoomID]; ri != nil {
+			ri.own = append(ri.own, o)
+		}
+	}
+	for k, p := range in.Receipts {
+		if ri := per[k[0]]; ri != nil {
+			ri.receipts[k[1]] = p
+		}
+	}
+	for r, ri := range per {
+		e.inputs.Put(inputsKey{user, r, upTo}, *ri)
+	}
+	return in, nil
 }
 
 // CountsAt is Counts up to a committed events-stream position the caller
 // read (0: the current one), sparing a read of it.
-func (e *Engine) CountsAt(ctx context.Context, user string, roomIDs []string, threads bool, upTo int64) (map[string]RoomCounts, error) {
+//
+// Rooms that quiet covers start from the inputs remembered for quiet.Since.
+func (e *Engine) CountsAt(ctx context.Context, user string, roomIDs []string, threads bool, upTo int64, quiet Quiet) (map[string]RoomCounts, error) {
 	out := map[string]RoomCounts{}
 	upper := upTo
 	if upper <= 0 {
@@ -51,8 +135,8 @@ func (e *Engine) CountsAt(ctx context.Context, user string, roomIDs []string, th
 			unique = append(unique, r)
 		}
 	}
-	// Membership starts, own events and receipts in one read.
-	in, err := e.store.CountInputsGet(ctx, user, unique)
+	// Membership starts, own events and receipts in one read, or none.
+	in, err := e.countInputs(ctx, user, unique, upTo, quiet)
 	if err != nil {
 		return nil, err
 	}

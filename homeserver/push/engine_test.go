@@ -366,6 +366,70 @@ func TestCountCacheTopsUp(t *testing.T) {
 	})
 }
 
+// TestQuietInputs: for a room the caller calls quiet since a committed
+// position, the inputs read for a count up to that position are used
+// again; otherwise, and after a count up to no committed position, they
+// are read.
+func TestQuietInputs(t *testing.T) {
+	storagetest.ForEach(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		en := newEnv(t, db)
+		alice, bob := "@alice:"+server, "@bob:"+server
+		room, err := en.rooms.CreateRoom(ctx, alice, rooms.CreateRoomRequest{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := en.rooms.Join(ctx, rooms.MembershipParams{RoomID: room, Sender: bob}); err != nil {
+			t.Fatal(err)
+		}
+		mention := func() string {
+			return en.send(t, room, alice, "m.room.message", msg("bob", map[string]any{"m.mentions": map[string]any{"user_ids": []string{bob}}}))
+		}
+		mention()
+		last := mention()
+		count := func(upTo int64, quiet Quiet) int {
+			t.Helper()
+			c, err := en.push.CountsAt(ctx, bob, []string{room}, false, upTo, quiet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c[room].Notification
+		}
+		at := en.streamPos(t, last)
+		if n := count(at, Quiet{}); n != 2 {
+			t.Fatalf("before the receipt: %d, want 2", n)
+		}
+		// The receipt changes the inputs; a caller that wrongly calls the
+		// room quiet shows that the ones read up to at are reused.
+		en.receipts.set(t, bob, room, "", at)
+		quiet := Quiet{Since: at, Rooms: map[string]bool{room: true}}
+		for _, c := range []struct {
+			name  string
+			upTo  int64
+			quiet Quiet
+			want  int
+		}{
+			{"quiet: remembered inputs", at, quiet, 2},
+			{"quiet elsewhere: read", at, Quiet{Since: at, Rooms: map[string]bool{"!other:x": true}}, 0},
+			{"quiet since another position: read", at, Quiet{Since: at - 1, Rooms: quiet.Rooms}, 0},
+			{"not quiet: read, and remembered at at", at, Quiet{}, 0},
+			{"quiet again: the new inputs", at, quiet, 0},
+		} {
+			if n := count(c.upTo, c.quiet); n != c.want {
+				t.Errorf("%s: %d, want %d", c.name, n, c.want)
+			}
+		}
+		// Counts up to no committed position remember nothing.
+		before := en.push.inputs.Len()
+		if _, err := en.push.Counts(ctx, bob, []string{room}, false); err != nil {
+			t.Fatal(err)
+		}
+		if n := en.push.inputs.Len(); n != before {
+			t.Fatalf("a count up to now remembered inputs: %d entries, %d before", n, before)
+		}
+	})
+}
+
 // TestSharedActions runs a room big enough for shared rows: one row for
 // the members who get the same actions, a row each for the others, and
 // counts bounded by when each member joined.

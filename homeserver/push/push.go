@@ -97,6 +97,10 @@ type Engine struct {
 	roomCtx *lru.Cache[string, roomContext]
 	// countCache keeps unread counts between syncs (counts.go).
 	countCache *lru.Cache[countKey, countEntry]
+	// inputs keeps rooms' count inputs by the position they were read for
+	// (countInputs), for the next build of a window in which they did not
+	// change.
+	inputs *lru.Cache[inputsKey, roomInputs]
 	// locks serialise rule changes per user on this instance, so that
 	// m.push_rules account data is written in the order of the changes.
 	locks [64]sync.Mutex
@@ -128,6 +132,7 @@ func New(cfg Config, db *storage.DB, roomsEngine *rooms.Engine, accounts Account
 		names:      lru.New[string, *regexp.Regexp](10_000),
 		roomCtx:    lru.New[string, roomContext](2_000),
 		countCache: lru.New[countKey, countEntry](100_000),
+		inputs:     lru.New[inputsKey, roomInputs](100_000),
 	}
 }
 

@@ -119,6 +119,14 @@ type builder struct {
 	// joinedRooms caches joinedNow.
 	joinedRooms []string
 	joinedRead  bool
+	// noMemberChange: the window holds no membership change of the user;
+	// receiptRooms have receipts in it. Together with the timelines they
+	// tell in which rooms the inputs of unread counts stayed (quietRooms).
+	noMemberChange bool
+	receiptRooms   map[string]bool
+	// ownNews, when known (the joined rooms were cached), holds the rooms
+	// where the user has an event in the window.
+	ownNews map[string]bool
 }
 
 // build computes the response for (since, now].
@@ -340,6 +348,15 @@ func (b *builder) roomTargets() ([]target, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.noMemberChange = len(changes) == 0
+	if cached {
+		b.ownNews = map[string]bool{}
+		for r, n := range news {
+			if n.LastOwn > b.since.Events {
+				b.ownNews[r] = true
+			}
+		}
+	}
 	if cached && len(changes) == 0 {
 		// No membership change since the build that read them.
 		b.joinedRooms, b.joinedRead = c.rooms, true
@@ -543,7 +560,9 @@ func (b *builder) ephemeral(joined []string) error {
 		if err != nil {
 			return err
 		}
+		b.receiptRooms = make(map[string]bool, len(recs))
 		for room, content := range recs {
+			b.receiptRooms[room] = true
 			ev, _ := json.Marshal(map[string]any{"type": "m.receipt", "content": content})
 			add(room, ev, "m.receipt")
 		}
@@ -563,7 +582,7 @@ func (b *builder) counts(joined []string) error {
 	threads := b.f.Room != nil && b.f.Room.Timeline != nil && b.f.Room.Timeline.UnreadThreadNotifications
 	// Up to the positions as read, not as raised to a since token from
 	// the future: counts are cached as complete up to it.
-	counts, err := b.e.d.Counts.Counts(b.ctx, b.req.UserID, ids, threads, b.read.Events)
+	counts, err := b.e.d.Counts.Counts(b.ctx, b.req.UserID, ids, threads, b.read.Events, b.quietRooms(ids))
 	if err != nil {
 		return err
 	}
@@ -579,6 +598,50 @@ func (b *builder) counts(joined []string) error {
 		}
 	}
 	return nil
+}
+
+// quietRooms tells in which of the joined rooms nothing that unread counts
+// start from changed in the window: no membership change of the user (in
+// any room), no receipt in the room, and no event of the user's, as the
+// rooms' news tell or else as a complete, unfiltered timeline shows. The
+// counts of the build that ended at since then start from the same inputs.
+func (b *builder) quietRooms(ids []string) Quiet {
+	if b.initial() || !b.noMemberChange || b.ownNews == nil && b.timelineFiltered() {
+		return Quiet{}
+	}
+	q := Quiet{Since: b.since.Events, Rooms: make(map[string]bool, len(ids))}
+	for _, r := range ids {
+		if b.receiptRooms[r] {
+			continue
+		}
+		if b.ownNews != nil {
+			q.Rooms[r] = !b.ownNews[r]
+			continue
+		}
+		quiet := true
+		if tl := b.resp.Rooms.Join[r].Timeline; tl != nil {
+			quiet = !tl.Limited
+			for _, ev := range tl.Events {
+				if !quiet {
+					break
+				}
+				quiet = ev.Sender != b.req.UserID
+			}
+		}
+		q.Rooms[r] = quiet
+	}
+	return q
+}
+
+// timelineFiltered reports whether the timeline filter may hide events
+// of the window (types, senders, URLs, a zero limit).
+func (b *builder) timelineFiltered() bool {
+	t := b.roomFilter().Timeline
+	if t == nil {
+		return false
+	}
+	return len(t.Types) > 0 || len(t.NotTypes) > 0 || len(t.Senders) > 0 || len(t.NotSenders) > 0 ||
+		t.ContainsURL != nil || b.timelineLimit() == 0
 }
 
 // presence adds presence of users sharing rooms with the user.

@@ -59,13 +59,23 @@ type RoomCounts struct {
 	Threads                 map[string]ThreadCounts
 }
 
+// Quiet names the rooms in which neither the user's membership, nor their
+// own events, nor their read receipts changed in the events window
+// (Since, upTo] of a count: the push engine's Quiet.
+type Quiet struct {
+	Since int64
+	Rooms map[string]bool
+}
+
 // ThreadCounts are a thread's unread counts.
 type ThreadCounts struct{ Notification, Highlight int }
 
 // Counts gives unread notification counts.
 type Counts interface {
-	// Counts counts up to upTo, a committed events-stream position.
-	Counts(ctx context.Context, user string, roomIDs []string, threads bool, upTo int64) (map[string]RoomCounts, error)
+	// Counts counts up to upTo, a committed events-stream position;
+	// quiet names rooms whose count inputs did not change since a
+	// previous count.
+	Counts(ctx context.Context, user string, roomIDs []string, threads bool, upTo int64, quiet Quiet) (map[string]RoomCounts, error)
 }
 
 // Keys is what sync reads of end-to-end encryption.
