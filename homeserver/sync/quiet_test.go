@@ -148,6 +148,8 @@ func TestQuietRooms(t *testing.T) {
 			{"timeline: own message", func() { send(bob) }, nil, true, false},
 			{"timeline: limited", many, limited, true, false},
 			{"timeline: filtered", func() { send(alice) }, filtered, true, false},
+			{"timeline: filtered by room", func() { send(alice) },
+				&filter.Filter{Room: &filter.RoomFilter{Timeline: &filter.RoomEventFilter{NotRooms: []string{"!elsewhere:local.test"}}}}, true, false},
 		} {
 			c.act()
 			eng := e

@@ -606,7 +606,8 @@ func (b *builder) counts(joined []string) error {
 // rooms' news tell or else as a complete, unfiltered timeline shows. The
 // counts of the build that ended at since then start from the same inputs.
 func (b *builder) quietRooms(ids []string) Quiet {
-	if b.initial() || !b.noMemberChange || b.ownNews == nil && b.timelineFiltered() {
+	if b.initial() || !b.noMemberChange || b.e.d.Receipts == nil || b.ownNews == nil && b.timelineFiltered() {
+		// Without the receipts the window's are not known either.
 		return Quiet{}
 	}
 	q := Quiet{Since: b.since.Events, Rooms: make(map[string]bool, len(ids))}
@@ -634,14 +635,14 @@ func (b *builder) quietRooms(ids []string) Quiet {
 }
 
 // timelineFiltered reports whether the timeline filter may hide events
-// of the window (types, senders, URLs, a zero limit).
+// of the window (types, senders, rooms, URLs, a zero limit).
 func (b *builder) timelineFiltered() bool {
 	t := b.roomFilter().Timeline
 	if t == nil {
 		return false
 	}
 	return len(t.Types) > 0 || len(t.NotTypes) > 0 || len(t.Senders) > 0 || len(t.NotSenders) > 0 ||
-		t.ContainsURL != nil || b.timelineLimit() == 0
+		len(t.Rooms) > 0 || len(t.NotRooms) > 0 || t.ContainsURL != nil || b.timelineLimit() == 0
 }
 
 // presence adds presence of users sharing rooms with the user.
