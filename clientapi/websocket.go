@@ -881,7 +881,9 @@ func (c *wsConn) onReceipt(f *wsFrame) (any, error) {
 // onSync validates a sync frame and (re)starts the stream; a frame that
 // fails validation leaves a running stream alone.
 func (c *wsConn) onSync(f *wsFrame) error {
-	req := syncengine.Request{UserID: c.dev.UserID, DeviceID: c.dev.DeviceID, FullState: f.FullState, UseStateAfter: f.UseStateAfter}
+	// Pings renew presence (pingTick): the stream's waits need not.
+	req := syncengine.Request{UserID: c.dev.UserID, DeviceID: c.dev.DeviceID, FullState: f.FullState, UseStateAfter: f.UseStateAfter,
+		PresenceKept: true}
 	if f.Since != "" {
 		t, err := syncengine.ParseToken(f.Since)
 		if err != nil {

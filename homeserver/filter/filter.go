@@ -115,6 +115,13 @@ func anyGlob(patterns []string, s string) bool {
 	return false
 }
 
+// AllowsNone reports whether the filter lets nothing through: an empty
+// types or senders list, or a limit of 0.
+func (e *EventFilter) AllowsNone() bool {
+	return e != nil && (e.Types != nil && len(e.Types) == 0 || e.Senders != nil && len(e.Senders) == 0 ||
+		e.Limit != nil && *e.Limit == 0)
+}
+
 // Allows reports whether an event of type typ from sender passes.
 func (e *EventFilter) Allows(typ, sender string) bool {
 	if e == nil {

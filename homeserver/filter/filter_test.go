@@ -44,3 +44,26 @@ func TestAllows(t *testing.T) {
 		t.Error("nil filter must allow everything")
 	}
 }
+
+func TestAllowsNone(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{`{}`, false},
+		{`{"presence":{"types":[]}}`, true},
+		{`{"presence":{"senders":[]}}`, true},
+		{`{"presence":{"limit":0}}`, true},
+		{`{"presence":{"types":["m.presence"]}}`, false},
+		{`{"presence":{"not_types":["*"]}}`, false}, // excludes all too, but is not spotted: conservative
+		{`{"presence":{"limit":5}}`, false},
+	} {
+		f, err := Parse([]byte(tc.in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.Presence.AllowsNone(); got != tc.want {
+			t.Errorf("%s: AllowsNone = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}

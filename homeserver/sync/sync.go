@@ -177,6 +177,10 @@ type Request struct {
 	SetPresence      string
 	Filter           *filter.Filter
 	UseStateAfter    bool
+	// PresenceKept: the caller renews the user's presence while the sync
+	// waits (the WebSocket does at each ping), so the wait is one piece
+	// instead of slices that wake to renew it.
+	PresenceKept bool
 }
 
 // ResolveFilter reads the filter parameter: inline JSON or a stored ID.
@@ -260,7 +264,7 @@ func (e *Engine) Sync(ctx context.Context, req Request) (*Response, error) {
 		// A window in which no stream moved holds nothing: the usual
 		// start of a long poll, and wake-ups whose news an earlier build
 		// already carried. Build only when something moved, or to answer.
-		quiet := req.Since != nil && !req.FullState && remaining > 0 && now.max(*req.Since) == *req.Since
+		quiet := req.Since != nil && !req.FullState && remaining > 0 && nothingWanted(req, now)
 		if !quiet && (resp == nil || now != built) {
 			resp, built, err = e.gatedBuild(ctx, req, now)
 			if err != nil {
@@ -278,11 +282,27 @@ func (e *Engine) Sync(ctx context.Context, req Request) (*Response, error) {
 	}
 }
 
+// nothingWanted reports whether no stream the request wants moved past
+// its since token: none at all, or only presence for a filter that takes
+// none (presence changes wake everyone sharing a room with the user, and a
+// client that turned presence off should not pay a build for each).
+func nothingWanted(req Request, now Token) bool {
+	t := now.max(*req.Since)
+	if req.Filter != nil && req.Filter.Presence.AllowsNone() {
+		t.Presence = req.Since.Presence
+	}
+	return t == *req.Since
+}
+
 // wait blocks until the user's generation passes gen or the deadline
 // comes; it reports false when ctx ended.
 func (e *Engine) wait(ctx context.Context, req Request, gen uint64, deadline time.Time) bool {
 	// Wait in slices so that a long wait keeps the user present.
-	if !e.d.Notifier.Wait(ctx, req.UserID, gen, min(time.Until(deadline), presenceRefresh)) {
+	slice := time.Until(deadline)
+	if !req.PresenceKept {
+		slice = min(slice, presenceRefresh)
+	}
+	if !e.d.Notifier.Wait(ctx, req.UserID, gen, slice) {
 		if ctx.Err() != nil {
 			return false
 		}
