@@ -120,6 +120,22 @@ func (en *env) send(t testing.TB, room, sender, typ string, content any) string 
 	return id
 }
 
+// publicRoom creates a public room of creator's that the others join.
+func (en *env) publicRoom(t testing.TB, creator string, others ...string) string {
+	t.Helper()
+	ctx := context.Background()
+	room, err := en.rooms.CreateRoom(ctx, creator, rooms.CreateRoomRequest{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range others {
+		if _, err := en.rooms.Join(ctx, rooms.MembershipParams{RoomID: room, Sender: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return room
+}
+
 func (en *env) counts(t testing.TB, user, room string, threads bool) RoomCounts {
 	t.Helper()
 	c, err := en.push.Counts(context.Background(), user, []string{room}, threads)
@@ -328,13 +344,7 @@ func TestCountCacheTopsUp(t *testing.T) {
 		ctx := context.Background()
 		en := newEnv(t, db)
 		alice, bob := "@alice:"+server, "@bob:"+server
-		room, err := en.rooms.CreateRoom(ctx, alice, rooms.CreateRoomRequest{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := en.rooms.Join(ctx, rooms.MembershipParams{RoomID: room, Sender: bob}); err != nil {
-			t.Fatal(err)
-		}
+		room := en.publicRoom(t, alice, bob)
 		root := en.send(t, room, alice, "m.room.message", msg("root", nil))
 		for i := range 12 {
 			content := msg("m", nil)
@@ -375,13 +385,7 @@ func TestQuietInputs(t *testing.T) {
 		ctx := context.Background()
 		en := newEnv(t, db)
 		alice, bob := "@alice:"+server, "@bob:"+server
-		room, err := en.rooms.CreateRoom(ctx, alice, rooms.CreateRoomRequest{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := en.rooms.Join(ctx, rooms.MembershipParams{RoomID: room, Sender: bob}); err != nil {
-			t.Fatal(err)
-		}
+		room := en.publicRoom(t, alice, bob)
 		mention := func() string {
 			return en.send(t, room, alice, "m.room.message", msg("bob", map[string]any{"m.mentions": map[string]any{"user_ids": []string{bob}}}))
 		}

@@ -2,18 +2,12 @@ package sync
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"testing"
 
-	"github.com/alexedwards/argon2id"
-
-	"github.com/parley-chat/parley/homeserver/accounts"
 	"github.com/parley-chat/parley/homeserver/filter"
-	"github.com/parley-chat/parley/homeserver/notifier"
 	"github.com/parley-chat/parley/homeserver/push"
 	"github.com/parley-chat/parley/homeserver/receipts"
 	"github.com/parley-chat/parley/homeserver/rooms"
@@ -43,26 +37,11 @@ func (q *quietCounts) Counts(_ context.Context, _ string, _ []string, _ bool, _ 
 func TestQuietRooms(t *testing.T) {
 	storagetest.ForEach(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		_, key, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		re := rooms.New(rooms.Config{ServerName: "local.test", Signer: &rooms.Signer{ServerName: "local.test", KeyID: "ed25519:t", Key: key}}, db, log)
-		acc, err := accounts.New(accounts.Config{ServerName: "local.test",
-			Argon2: argon2id.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}}, db, log)
-		if err != nil {
-			t.Fatal(err)
-		}
 		// Push counting keeps the index of own events that rooms' news read.
-		pe := push.New(push.Config{}, db, re, nil, log)
-		re.SetHooks(rooms.Hooks{InTx: pe.OnEvents})
-		n := notifier.New(log, re, nil)
+		log, re, acc, n := newTestEngines(t, db, func(re *rooms.Engine) {
+			re.SetHooks(rooms.Hooks{InTx: push.New(push.Config{}, db, re, nil, slog.New(slog.NewTextHandler(io.Discard, nil))).OnEvents})
+		})
 		rc := receipts.New(receipts.Config{ServerName: "local.test"}, db, receipts.Deps{Rooms: receiptRooms{re}, Notifier: n}, log)
-		if err := re.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(re.Stop)
 		counts := &quietCounts{}
 		deps := Deps{DB: db, Rooms: re, Accounts: acc, Notifier: n, Receipts: rc, Counts: counts}
 		e := New(deps, log)

@@ -22,28 +22,38 @@ import (
 	"github.com/parley-chat/parley/storage/storagetest"
 )
 
+// newTestEngines builds what a sync engine reads on db: a rooms engine,
+// started after hook (if any) wired it, accounts and a notifier.
+func newTestEngines(t *testing.T, db *storage.DB, hook func(*rooms.Engine)) (*slog.Logger, *rooms.Engine, *accounts.Engine, *notifier.Notifier) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := rooms.New(rooms.Config{ServerName: "local.test", Signer: &rooms.Signer{ServerName: "local.test", KeyID: "ed25519:t", Key: key}}, db, log)
+	if hook != nil {
+		hook(re)
+	}
+	if err := re.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(re.Stop)
+	acc, err := accounts.New(accounts.Config{ServerName: "local.test",
+		Argon2: argon2id.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}}, db, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return log, re, acc, notifier.New(log, re, nil)
+}
+
 // TestSyncFromQuietToken checks the answer-token shortcut: a sync from a
 // token whose answer was built at the user's current notifier generation
 // waits without reading positions, and any wake-up ends that wait.
 func TestSyncFromQuietToken(t *testing.T) {
 	storagetest.ForEach(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		_, key, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		re := rooms.New(rooms.Config{ServerName: "local.test", Signer: &rooms.Signer{ServerName: "local.test", KeyID: "ed25519:t", Key: key}}, db, log)
-		if err := re.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(re.Stop)
-		acc, err := accounts.New(accounts.Config{ServerName: "local.test",
-			Argon2: argon2id.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}}, db, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := notifier.New(log, re, nil)
+		log, re, acc, n := newTestEngines(t, db, nil)
 		e := New(Deps{DB: db, Rooms: re, Accounts: acc, Notifier: n}, log)
 
 		alice := "@alice:local.test"
@@ -150,22 +160,7 @@ func (b *buildCounter) DeviceListChanges(context.Context, string, int64, int64, 
 func TestPresenceOnlyWake(t *testing.T) {
 	storagetest.ForEach(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		_, key, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		re := rooms.New(rooms.Config{ServerName: "local.test", Signer: &rooms.Signer{ServerName: "local.test", KeyID: "ed25519:t", Key: key}}, db, log)
-		if err := re.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(re.Stop)
-		acc, err := accounts.New(accounts.Config{ServerName: "local.test",
-			Argon2: argon2id.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}}, db, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := notifier.New(log, re, nil)
+		log, re, acc, n := newTestEngines(t, db, nil)
 		pres, builds := &fakePresence{}, &buildCounter{}
 		e := New(Deps{DB: db, Rooms: re, Accounts: acc, Notifier: n, Presence: pres, Keys: builds}, log)
 		alice := "@alice:local.test"
