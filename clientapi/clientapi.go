@@ -187,6 +187,9 @@ func (a *API) Routes(r *mux.Router) {
 	r.Handle("/.well-known/matrix/server", httpapi.Wrap(a.wellKnownServer)).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/versions", httpapi.Wrap(a.versions)).Methods(http.MethodGet)
 
+	if a.deps.Rooms != nil {
+		a.hotRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
+	}
 	a.legacyRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 	a.keysRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 	a.keysUnstableRoutes(r)
@@ -195,7 +198,6 @@ func (a *API) Routes(r *mux.Router) {
 		a.ephemeralRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 		a.pushRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 		a.roomExtraRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"), httpapi.NewGroup(r, "/_matrix/client/v1"))
-		a.syncRoutes(httpapi.NewGroup(r, "/_matrix/client/v3", "/_matrix/client/r0"))
 		a.slidingSyncRoutes(r)
 		a.websocketRoutes(r)
 	}
@@ -211,6 +213,14 @@ func (a *API) Routes(r *mux.Router) {
 	admin.Handle(http.MethodGet, "/registration_tokens/{token}", a.admin(a.getRegToken))
 	admin.Handle(http.MethodPut, "/registration_tokens/{token}", a.admin(a.updateRegToken))
 	admin.Handle(http.MethodDelete, "/registration_tokens/{token}", a.admin(a.deleteRegToken))
+}
+
+// hotRoutes are the endpoints nearly every request asks for, sending and
+// syncing. The router tries routes in the order they were added, a pattern
+// match each, so these go first (they overlap no other route).
+func (a *API) hotRoutes(s *httpapi.Group) {
+	s.Handle(http.MethodGet, "/sync", a.auth(a.sync))
+	s.Handle(http.MethodPut, "/rooms/{roomId}/send/{eventType}/{txnId}", a.auth(a.send))
 }
 
 // legacyRoutes are the endpoints served under both /v3 and /r0.

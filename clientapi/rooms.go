@@ -24,7 +24,6 @@ func (a *API) roomRoutes(s *httpapi.Group) {
 	s.Handle(http.MethodPost, "/rooms/{roomId}/kick", a.auth(a.kick))
 	s.Handle(http.MethodPost, "/rooms/{roomId}/ban", a.auth(a.ban))
 	s.Handle(http.MethodPost, "/rooms/{roomId}/unban", a.auth(a.unban))
-	s.Handle(http.MethodPut, "/rooms/{roomId}/send/{eventType}/{txnId}", a.auth(a.send))
 	s.Handle(http.MethodPut, "/rooms/{roomId}/state/{eventType}", a.auth(a.putState))
 	s.Handle(http.MethodPut, "/rooms/{roomId}/state/{eventType}/{stateKey:[^/]*}", a.auth(a.putState))
 	s.Handle(http.MethodGet, "/rooms/{roomId}/state", a.auth(a.getState))

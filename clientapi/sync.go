@@ -10,11 +10,6 @@ import (
 	"github.com/parley-chat/parley/internal/mxerr"
 )
 
-// syncRoutes registers /syncengine.
-func (a *API) syncRoutes(s *httpapi.Group) {
-	s.Handle(http.MethodGet, "/sync", a.auth(a.sync))
-}
-
 // parseSyncRequest reads /sync's query parameters.
 func (a *API) parseSyncRequest(r *http.Request, d *deviceT) (syncengine.Request, error) {
 	q := r.URL.Query()
