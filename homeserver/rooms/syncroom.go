@@ -75,7 +75,9 @@ func latestMemberships(cs []storage.MembershipChange) []RoomMembership {
 }
 
 // WindowNews is MembershipChanges and RoomsWithEvents read together, for
-// a sync that expects the user's memberships unchanged (one round trip).
+// a sync that expects the user's memberships unchanged (one round trip);
+// its news also tell how far the user's own events in each room reached
+// (LastOwn).
 func (e *Engine) WindowNews(ctx context.Context, user string, from, to int64, roomIDs []string) ([]RoomMembership, map[string]RoomNews, error) {
 	nids, byNID := e.roomNIDs(ctx, roomIDs)
 	cs, latest, err := e.store.WindowNews(ctx, user, from, to, nids)
@@ -100,8 +102,9 @@ func (e *Engine) roomNIDs(ctx context.Context, roomIDs []string) ([]int64, map[i
 	return nids, byNID
 }
 
-// RoomNews is how far a room with news has reached: its newest event and
-// its newest membership event (0: none).
+// RoomNews is how far a room with news has reached: its newest event, its
+// newest membership event and, from WindowNews, the user's newest event
+// (0: none).
 type RoomNews = storage.RoomStreams
 
 // RoomsWithEvents returns which of the rooms have timeline events after
