@@ -64,6 +64,21 @@ func (b *Batch) AddRow(ri *RowInsert, args ...any) {
 	b.rows[ri] = append(b.rows[ri], args...)
 }
 
+// AddRows queues statements of ri for rows (flat, ri's columns each) at
+// this point of the batch, apart from AddRow's: for rows whose statement
+// must not meet rows queued by another call (ON CONFLICT DO UPDATE may
+// not touch a row twice).
+func (b *Batch) AddRows(ri *RowInsert, rows []any) {
+	if len(rows)%ri.cols != 0 {
+		panic(fmt.Sprintf("storage: AddRows with %d values for %d columns", len(rows), ri.cols))
+	}
+	for _, size := range chunkSizes(len(rows) / ri.cols) {
+		n := size * ri.cols
+		b.stmts = append(b.stmts, Stmt{SQL: ri.stmts[size], Args: rows[:n:n]})
+		rows = rows[n:]
+	}
+}
+
 // Mark is a point of a batch to rewind to.
 type Mark struct {
 	stmts int
@@ -156,3 +171,4 @@ func (tx *Tx) Lock(ctx context.Context, key int64) error {
 	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, key)
 	return err
 }
+

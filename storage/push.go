@@ -289,14 +289,30 @@ type OwnRead struct {
 	StreamPos                int64
 }
 
-// AddOwnReads queues recording events users sent into b.
+// insertOwnReads raises each (user, room, thread)'s newest own event.
+var insertOwnReads = NewRowInsert("push_own_reads", "user_id, room_id, thread_id, stream_pos", 4,
+	`ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET stream_pos =
+		CASE WHEN excluded.stream_pos > push_own_reads.stream_pos THEN excluded.stream_pos ELSE push_own_reads.stream_pos END`)
+
+// AddOwnReads queues recording events users sent into b, a few rows per
+// statement: the persister writes one per event sent, and on PostgreSQL a
+// statement each was a fifth of a batch's statements.
 func (p *Push) AddOwnReads(b *Batch, rows []OwnRead) {
+	// One statement may not raise a row twice: keep each key's newest.
+	newest := make(map[[3]string]int, len(rows))
+	args := make([]any, 0, 4*len(rows))
 	for _, r := range rows {
-		b.Add(`INSERT INTO push_own_reads (user_id, room_id, thread_id, stream_pos) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET stream_pos =
-				CASE WHEN excluded.stream_pos > push_own_reads.stream_pos THEN excluded.stream_pos ELSE push_own_reads.stream_pos END`,
-			r.UserID, r.RoomID, r.ThreadID, r.StreamPos)
+		k := [3]string{r.UserID, r.RoomID, r.ThreadID}
+		if i, ok := newest[k]; ok {
+			if r.StreamPos > args[i].(int64) {
+				args[i] = r.StreamPos
+			}
+			continue
+		}
+		newest[k] = len(args) + 3
+		args = append(args, r.UserID, r.RoomID, r.ThreadID, r.StreamPos)
 	}
+	b.AddRows(insertOwnReads, args)
 }
 
 // OwnReadsGet returns a user's own-event positions in the given rooms.

@@ -159,6 +159,18 @@ func TestPush(t *testing.T) {
 				{UserID: bob, RoomID: "!a:x", ThreadID: "$t", StreamPos: 12},
 				{UserID: bob, RoomID: "!b:x", ThreadID: "main", StreamPos: 3},
 			})
+			// A second call in the same batch meets the first's rows in
+			// the database, not in its statement.
+			p.AddOwnReads(b, []storage.OwnRead{
+				{UserID: bob, RoomID: "!a:x", ThreadID: "$t", StreamPos: 11}, // lower: kept at 12
+				{UserID: bob, RoomID: "!b:x", ThreadID: "main", StreamPos: 4},
+			})
+			// More rows than one statement takes.
+			var many []storage.OwnRead
+			for i := range 70 {
+				many = append(many, storage.OwnRead{UserID: bob, RoomID: "!d:x", ThreadID: fmt.Sprintf("$m%d", i), StreamPos: int64(i)})
+			}
+			p.AddOwnReads(b, many)
 			write(func(tx *storage.Tx) error { return tx.ExecBatch(ctx, b) })
 			got, err := p.OwnReadsGet(ctx, bob, []string{"!a:x", "!c:x", "!a:x"})
 			if err != nil {
@@ -168,6 +180,12 @@ func TestPush(t *testing.T) {
 			want := []storage.OwnRead{{UserID: bob, RoomID: "!a:x", ThreadID: "$t", StreamPos: 12}, {UserID: bob, RoomID: "!a:x", ThreadID: "main", StreamPos: 10}}
 			if !slices.Equal(got, want) {
 				t.Fatalf("%+v", got)
+			}
+			if got, err := p.OwnReadsGet(ctx, bob, []string{"!b:x"}); err != nil || len(got) != 1 || got[0].StreamPos != 4 {
+				t.Fatalf("!b:x: %+v %v", got, err)
+			}
+			if got, err := p.OwnReadsGet(ctx, bob, []string{"!d:x"}); err != nil || len(got) != 70 {
+				t.Fatalf("!d:x: %d rows, %v", len(got), err)
 			}
 			// The combined read gives the same own reads (rooms unknown to
 			// the rooms table have no membership start).
