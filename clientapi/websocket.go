@@ -1068,6 +1068,9 @@ func prepare(resp *syncengine.Response, worth func(*syncengine.Response) bool) (
 // Sync builds and waits on the stream's goroutine, whose stack stays as
 // deep as its deepest build until the garbage collector shrinks it.
 func (gw *gateway) nextDelta(ctx context.Context, req syncengine.Request, first bool, worth func(*syncengine.Response) bool) (delta, error) {
+	// Only a stream's first build must see what the client may have
+	// written through another instance; later ones follow the news.
+	req.Continued = !first
 	if gw.waiter == nil {
 		req.Timeout = gw.t.poll
 		if first {
@@ -1093,6 +1096,7 @@ func (gw *gateway) nextDelta(ctx context.Context, req syncengine.Request, first 
 		if remaining <= 0 || !gw.waiter.Wait(ctx, req.UserID, gen, remaining) {
 			return d, ctx.Err()
 		}
+		req.Continued = true
 	}
 }
 

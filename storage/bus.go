@@ -149,6 +149,8 @@ func (b *Bus) listenOnce(ctx context.Context, pg *postgres, resumed bool) error 
 		}
 	}
 	if resumed {
+		// What other instances committed meanwhile went unannounced.
+		b.db.commits.Add(1)
 		b.mu.RLock()
 		fns := b.resumed
 		b.mu.RUnlock()
@@ -165,6 +167,8 @@ func (b *Bus) listenOnce(ctx context.Context, pg *postgres, resumed bool) error 
 		if !ok || origin == b.instance {
 			continue
 		}
+		// Another instance's news: its commits come before its messages.
+		b.db.commits.Add(1)
 		b.mu.RLock()
 		hs := b.handlers[n.Channel]
 		b.mu.RUnlock()

@@ -23,10 +23,17 @@ func TestBusDeliversToOtherInstancesOnly(t *testing.T) {
 		return db
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a, b := open().NewBus(log), open().NewBus(log)
+	dbB := open()
+	a, b := open().NewBus(log), dbB.NewBus(log)
 	gotA, gotB := make(chan string, 4), make(chan string, 4)
 	a.Subscribe("parley_test", func(p string) { gotA <- p })
-	b.Subscribe("parley_test", func(p string) { gotB <- p })
+	// A message from another instance moves the commit epoch before its
+	// handlers run: they wake the builds that rely on it.
+	epochs := make(chan uint64, 4)
+	b.Subscribe("parley_test", func(p string) {
+		epochs <- dbB.CommitEpoch()
+		gotB <- p
+	})
 	for _, bus := range []*storage.Bus{a, b} {
 		if err := bus.Start(ctx); err != nil {
 			t.Fatal(err)
@@ -45,6 +52,9 @@ func TestBusDeliversToOtherInstancesOnly(t *testing.T) {
 				t.Fatalf("payload %q", p)
 			}
 			heard = true
+			if e := <-epochs; e == 0 {
+				t.Fatal("the handler ran before the commit epoch moved")
+			}
 		case <-time.After(100 * time.Millisecond):
 		case <-deadline:
 			t.Fatal("instance b never heard instance a")

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 )
 
 // Errors every store returns, whatever the dialect.
@@ -77,6 +78,8 @@ type Options struct {
 type DB struct {
 	d   dialect
 	url string
+	// commits is the commit epoch (CommitEpoch).
+	commits atomic.Uint64
 }
 
 // Open connects to the database named by url: "postgres://…" or
@@ -151,6 +154,8 @@ type Tx struct {
 	db          *DB
 	raw         any
 	afterCommit []func()
+	// moved: the transaction took stream positions (NextStreamPos).
+	moved bool
 }
 
 // AfterCommit registers fn to run after a successful commit (wake-ups,
@@ -165,7 +170,13 @@ func (tx *Tx) Dialect() string { return tx.db.d.name() }
 // on PostgreSQL it is a READ COMMITTED transaction from the pool.
 func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
 	tx := &Tx{db: db}
-	if err := db.d.inTx(ctx, tx, func() error { return fn(tx) }); err != nil {
+	err := db.d.inTx(ctx, tx, func() error { return fn(tx) })
+	if tx.moved {
+		// Before the wake-ups of afterCommit, and even after a failed
+		// commit, which may have landed: a spare move costs one read.
+		db.commits.Add(1)
+	}
+	if err != nil {
 		return err
 	}
 	for _, f := range tx.afterCommit {
@@ -186,14 +197,17 @@ func (db *DB) QueryRowWrite(ctx context.Context, query string, args ...any) Row 
 	return db.d.writer().QueryRow(ctx, query, args...)
 }
 
+// advanceStream moves a stream by $2 and returns its new position.
+const advanceStream = `UPDATE stream_positions SET pos = pos + $2 WHERE stream = $1 RETURNING pos`
+
 // NextStreamPos reserves n consecutive positions on the named stream and
 // returns the first. The stream's row stays locked until the transaction
 // ends, so positions of one stream commit in the order they are handed out:
 // a reader that has seen position P never later finds a smaller one appear.
 func (tx *Tx) NextStreamPos(ctx context.Context, stream string, n int64) (int64, error) {
+	tx.moved = true
 	var last int64
-	err := tx.QueryRow(ctx,
-		`UPDATE stream_positions SET pos = pos + $2 WHERE stream = $1 RETURNING pos`, stream, n).Scan(&last)
+	err := tx.QueryRow(ctx, advanceStream, stream, n).Scan(&last)
 	if errors.Is(err, ErrNotFound) {
 		if _, err := tx.Exec(ctx, `INSERT INTO stream_positions (stream, pos) VALUES ($1, 0) ON CONFLICT (stream) DO NOTHING`, stream); err != nil {
 			return 0, fmt.Errorf("create stream %s: %w", stream, err)
@@ -215,6 +229,15 @@ func (db *DB) StreamPos(ctx context.Context, stream string) (int64, error) {
 	}
 	return pos, err
 }
+
+// CommitEpoch counts the commits on this instance that moved a stream
+// position, and the bus messages heard from the other instances (which
+// publish after their commits). It moves after the change it counts is
+// visible, so a read of the positions that began at epoch E sees every
+// change counted up to E, and stays as good as a new one until the epoch
+// moves. A change on another instance counts only once its message
+// arrives.
+func (db *DB) CommitEpoch() uint64 { return db.commits.Load() }
 
 // StreamPositions returns the newest committed position of every stream
 // in one read (streams never advanced are absent: position 0).

@@ -141,6 +141,40 @@ func TestCore(t *testing.T) {
 				t.Fatalf("StreamPos = %d, %v", pos, err)
 			}
 		})
+		t.Run("the commit epoch moves with stream positions, before the hooks", func(t *testing.T) {
+			boom := errors.New("boom")
+			for _, tc := range []struct {
+				name  string
+				move  bool
+				fail  error
+				moved bool
+			}{
+				{"no position taken", false, nil, false},
+				{"a position taken", true, nil, true},
+				{"a position taken, rolled back", true, boom, true},
+			} {
+				before := db.CommitEpoch()
+				var inHook uint64
+				err := db.Write(ctx, func(tx *storage.Tx) error {
+					if tc.move {
+						if _, err := tx.NextStreamPos(ctx, "epoch", 1); err != nil {
+							return err
+						}
+					}
+					tx.AfterCommit(func() { inHook = db.CommitEpoch() })
+					return tc.fail
+				})
+				if !errors.Is(err, tc.fail) {
+					t.Fatalf("%s: %v", tc.name, err)
+				}
+				if moved := db.CommitEpoch() > before; moved != tc.moved {
+					t.Fatalf("%s: epoch moved %v, want %v", tc.name, moved, tc.moved)
+				}
+				if tc.fail == nil && inHook != db.CommitEpoch() {
+					t.Fatalf("%s: the hook saw epoch %d, then %d", tc.name, inHook, db.CommitEpoch())
+				}
+			}
+		})
 	})
 }
 

@@ -33,7 +33,7 @@ func (e *Engine) MembershipDelta(ctx context.Context, userID, from, to string) (
 	var t Token
 	if to == "" {
 		// No upper bound: up to now.
-		t, err = e.positions(ctx)
+		t, err = e.positions(ctx, true)
 	} else {
 		t, err = parseKeysToken(to)
 	}

@@ -133,8 +133,8 @@ type Engine struct {
 	// the generation has not moved has nothing to build.
 	quietAt *lru.Cache[quietKey, uint64]
 	// streams reads the streams' positions for all the builds woken at
-	// once: the members of a room woken by one commit share a read that
-	// began after each of them asked (see positions).
+	// once: the members of a room woken by one commit share one read
+	// (see positions).
 	streams *coalesce.Reader[map[string]int64]
 }
 
@@ -150,7 +150,7 @@ func New(d Deps, log *slog.Logger) *Engine {
 		slots: make(chan struct{}, buildSlots(d.DB)), joined: lru.New[string, joinedAt](100_000),
 		quietAt: lru.New[quietKey, uint64](100_000)}
 	if d.DB != nil {
-		e.streams = coalesce.NewReader(d.DB.StreamPositions)
+		e.streams = coalesce.NewEpochReader(d.DB.StreamPositions, d.DB.CommitEpoch)
 	}
 	return e
 }
@@ -181,6 +181,11 @@ type Request struct {
 	// waits (the WebSocket does at each ping), so the wait is one piece
 	// instead of slices that wake to renew it.
 	PresenceKept bool
+	// Continued: the request carries on a stream of answers on one
+	// connection (a WebSocket's), after a first answer or a wake-up, so
+	// the news it needs is what this instance has heard of (see
+	// positions).
+	Continued bool
 }
 
 // ResolveFilter reads the filter parameter: inline JSON or a stored ID.
@@ -256,8 +261,8 @@ func (e *Engine) Sync(ctx context.Context, req Request) (*Response, error) {
 				continue
 			}
 		}
+		now, err := e.positions(ctx, first && !req.Continued)
 		first = false
-		now, err := e.positions(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -350,7 +355,7 @@ func (e *Engine) gatedBuild(ctx context.Context, req Request, now Token) (*Respo
 				return nil, now, ctx.Err()
 			}
 			var err error
-			if now, err = e.positions(ctx); err != nil {
+			if now, err = e.positions(ctx, false); err != nil {
 				<-e.slots
 				return nil, now, err
 			}
@@ -371,13 +376,23 @@ func (e *Engine) gatedBuild(ctx context.Context, req Request, now Token) (*Respo
 }
 
 // positions reads every stream's current position, the database's in one
-// query shared with the builds asking at the same time. The shared read
-// starts after this call does, so it sees every commit that woke the
-// caller. ctx must not hold a read snapshot (ReadSnapshot): the read may
-// run in another caller's context.
-func (e *Engine) positions(ctx context.Context) (Token, error) {
+// query shared with the builds asking at the same time. A fresh read
+// starts after this call does, so it sees every commit made before, on
+// any instance: a new request's, whose client may have just written
+// through another instance. Otherwise the read may be one that started
+// when the database's commit epoch was already what it is now, which
+// sees every commit this instance has heard of: enough for a build woken
+// by a commit (whose wake-up came after its epoch moved), and shared by
+// every member of the room woken with it instead of one read per wave.
+// ctx must not hold a read snapshot (ReadSnapshot): the read may run in
+// another caller's context.
+func (e *Engine) positions(ctx context.Context, fresh bool) (Token, error) {
 	var t Token
-	ps, err := e.streams.Read(ctx)
+	read := e.streams.Current
+	if fresh {
+		read = e.streams.Read
+	}
+	ps, err := read(ctx)
 	if err != nil {
 		return t, err
 	}

@@ -141,3 +141,110 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("waiter got the value of call %d, want 2", v)
 	}
 }
+
+// TestCurrentFresh: Current never hands out a value older than the
+// changes its epoch counted when it was called. Each writer changes the
+// source, then moves the epoch, then asks.
+func TestCurrentFresh(t *testing.T) {
+	var source, epoch atomic.Int64
+	r := NewEpochReader(func(context.Context) (int64, error) {
+		v := source.Load()
+		time.Sleep(50 * time.Microsecond)
+		return v, nil
+	}, func() uint64 { return uint64(epoch.Load()) })
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			for j := range 200 {
+				var want int64
+				if (i+j)%3 == 0 {
+					want = source.Add(1)
+					epoch.Add(1)
+				} else {
+					want = source.Load()
+				}
+				got, err := r.Current(context.Background())
+				if err != nil || got < want {
+					t.Errorf("read %d (%v) after the source reached %d", got, err, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestCurrentReuse: while the epoch stays, Current reuses the newest
+// result, and Read still reads anew; a moved epoch or a failed call makes
+// Current read again.
+func TestCurrentReuse(t *testing.T) {
+	var calls, epoch atomic.Int64
+	fail := atomic.Bool{}
+	r := NewEpochReader(func(context.Context) (int64, error) {
+		n := calls.Add(1)
+		if fail.Load() {
+			return 0, errors.New("boom")
+		}
+		return n, nil
+	}, func() uint64 { return uint64(epoch.Load()) })
+	ctx := context.Background()
+	steps := []struct {
+		name      string
+		before    func()
+		read      func(context.Context) (int64, error)
+		want      int64
+		wantCalls int64
+		wantErr   bool
+	}{
+		{"first call", nil, r.Current, 1, 1, false},
+		{"reused", nil, r.Current, 1, 1, false},
+		{"Read reads anew", nil, r.Read, 2, 2, false},
+		{"the newest reused", nil, r.Current, 2, 2, false},
+		{"epoch moved", func() { epoch.Add(1) }, r.Current, 3, 3, false},
+		{"failed", func() { epoch.Add(1); fail.Store(true) }, r.Current, 0, 4, true},
+		{"a failure is not reused", func() { fail.Store(false) }, r.Current, 5, 5, false},
+		{"reused again", nil, r.Current, 5, 5, false},
+	}
+	for _, s := range steps {
+		if s.before != nil {
+			s.before()
+		}
+		got, err := s.read(ctx)
+		if (err != nil) != s.wantErr || got != s.want || calls.Load() != s.wantCalls {
+			t.Fatalf("%s: got %d, %v after %d calls; want %d, error %v after %d", s.name, got, err, calls.Load(), s.want, s.wantErr, s.wantCalls)
+		}
+	}
+}
+
+// TestCurrentJoinsRunning: a caller whose epoch the running call started
+// at shares that call instead of queueing for the next.
+func TestCurrentJoinsRunning(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int32
+	r := NewEpochReader(func(context.Context) (int32, error) {
+		n := calls.Add(1)
+		<-release
+		return n, nil
+	}, func() uint64 { return 7 })
+	results := make(chan int32, 2)
+	go func() { v, _ := r.Current(context.Background()); results <- v }()
+	for calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	go func() { v, _ := r.Current(context.Background()); results <- v }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		r.mu.Lock()
+		c := r.running.callers
+		r.mu.Unlock()
+		if c == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second caller never joined the running call")
+		}
+	}
+	close(release)
+	if a, b := <-results, <-results; a != 1 || b != 1 || calls.Load() != 1 {
+		t.Fatalf("results %d, %d after %d calls; want both from the one call", a, b, calls.Load())
+	}
+}
