@@ -172,3 +172,66 @@ func (tx *Tx) Lock(ctx context.Context, key int64) error {
 	return err
 }
 
+// Step is one statement of Tx.Pipeline; Scan, when set, reads its rows.
+type Step struct {
+	SQL  string
+	Args []any
+	Scan func(Rows) error
+}
+
+// Pipeline runs steps in order and reads their rows: in one round trip on
+// PostgreSQL (a pgx batch), one by one on SQLite. Each statement starts
+// after the one before it ended, so it sees what that one did and, on
+// PostgreSQL's READ COMMITTED, what others committed meanwhile: a lock
+// taken by one step covers the reads of the next. A step whose Scan
+// fails ends the pipeline with its error.
+func (tx *Tx) Pipeline(ctx context.Context, steps []Step) error {
+	if ptx, ok := tx.raw.(pgx.Tx); ok {
+		pb := &pgx.Batch{}
+		for _, s := range steps {
+			pb.Queue(s.SQL, s.Args...)
+		}
+		res := ptx.SendBatch(ctx, pb)
+		for i, s := range steps {
+			if err := pipelineStep(res, s); err != nil {
+				_ = res.Close()
+				return fmt.Errorf("pipeline statement %d: %w", i, err)
+			}
+		}
+		return pgErr(res.Close())
+	}
+	for i, s := range steps {
+		err := func() error {
+			rows, err := tx.Query(ctx, s.SQL, s.Args...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			if s.Scan != nil {
+				if err := s.Scan(rows); err != nil {
+					return err
+				}
+			}
+			return rows.Err()
+		}()
+		if err != nil {
+			return fmt.Errorf("pipeline statement %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func pipelineStep(res pgx.BatchResults, s Step) error {
+	rows, err := res.Query()
+	if err != nil {
+		return pgErr(err)
+	}
+	defer rows.Close()
+	if s.Scan != nil {
+		if err := s.Scan(pgRows{rows}); err != nil {
+			return err
+		}
+	}
+	rows.Close()
+	return pgErr(rows.Err())
+}

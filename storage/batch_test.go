@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -112,6 +113,48 @@ func TestTxnLookup(t *testing.T) {
 			if len(got) != want {
 				t.Fatalf("%d found, want %d", len(got), want)
 			}
+		}
+	})
+}
+
+// TestPipeline: steps run in order, each seeing the ones before it, their
+// rows reach their Scan, and a failing step fails the whole.
+func TestPipeline(t *testing.T) {
+	storagetest.ForEach(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		count := func(dst *int) func(storage.Rows) error {
+			return func(r storage.Rows) error {
+				for r.Next() {
+					if err := r.Scan(dst); err != nil {
+						return err
+					}
+				}
+				return r.Err()
+			}
+		}
+		var before, after int
+		err := db.Write(ctx, func(tx *storage.Tx) error {
+			return tx.Pipeline(ctx, []storage.Step{
+				{SQL: `SELECT COUNT(*) FROM server_settings WHERE name = $1`, Args: []any{"pipe"}, Scan: count(&before)},
+				{SQL: `INSERT INTO server_settings (name, value) VALUES ($1, $2)`, Args: []any{"pipe", "v"}},
+				{SQL: `SELECT COUNT(*) FROM server_settings WHERE name = $1`, Args: []any{"pipe"}, Scan: count(&after)},
+			})
+		})
+		if err != nil || before != 0 || after != 1 {
+			t.Fatalf("counts %d then %d, %v", before, after, err)
+		}
+		err = db.Write(ctx, func(tx *storage.Tx) error {
+			return tx.Pipeline(ctx, []storage.Step{
+				{SQL: `INSERT INTO server_settings (name, value) VALUES ($1, $2)`, Args: []any{"pipe2", "v"}},
+				{SQL: `INSERT INTO server_settings (name, value) VALUES ($1, $2)`, Args: []any{"pipe", "again"}},
+			})
+		})
+		if !errors.Is(err, storage.ErrConflict) {
+			t.Fatalf("duplicate key in a pipeline: %v", err)
+		}
+		var n int
+		if err := db.Read().QueryRow(ctx, `SELECT COUNT(*) FROM server_settings WHERE name = $1`, "pipe2").Scan(&n); err != nil || n != 0 {
+			t.Fatalf("the failed pipeline's first row: %d, %v", n, err)
 		}
 	})
 }

@@ -238,8 +238,11 @@ func scanEvent(r Row) (Event, error) {
 // ReserveNIDs reserves n numeric IDs of a kind ("event", "snapshot") so
 // that rows can be written in a batch without RETURNING.
 func (s *Rooms) ReserveNIDs(ctx context.Context, tx *Tx, kind string, n int64) (int64, error) {
-	return tx.NextStreamPos(ctx, kind+"_nids", n)
+	return tx.NextStreamPos(ctx, nidStream(kind), n)
 }
+
+// nidStream names the counter of a kind of nid.
+func nidStream(kind string) string { return kind + "_nids" }
 
 // AddEvent queues storing an event under its reserved nid.
 func (s *Rooms) AddEvent(b *Batch, e *Event) {
@@ -711,7 +714,12 @@ type TxnKey struct{ UserID, DeviceID, Scope, TxnID string }
 // txnLookupArrays is TxnLookup on PostgreSQL: the keys go as four arrays,
 // one statement whatever their number, so that its plan is made once; the
 // padded VALUES list took milliseconds to plan on every batch.
-func (s *Rooms) txnLookupArrays(ctx context.Context, q Querier, keys []TxnKey, out map[TxnKey]string) error {
+const txnLookupArrays = `SELECT t.user_id, t.device_id, t.scope, t.txn_id, t.event_id
+		FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), CAST($3 AS TEXT[]), CAST($4 AS TEXT[])) AS v (u, d, s, x)
+		JOIN txn_ids t ON t.user_id = v.u AND t.device_id = v.d AND t.scope = v.s AND t.txn_id = v.x`
+
+// txnArrays is txnLookupArrays's arguments for keys.
+func txnArrays(keys []TxnKey) []any {
 	cols := make([][]string, 4)
 	for _, k := range keys {
 		cols[0] = append(cols[0], k.UserID)
@@ -719,14 +727,11 @@ func (s *Rooms) txnLookupArrays(ctx context.Context, q Querier, keys []TxnKey, o
 		cols[2] = append(cols[2], k.Scope)
 		cols[3] = append(cols[3], k.TxnID)
 	}
-	rows, err := q.Query(ctx, `SELECT t.user_id, t.device_id, t.scope, t.txn_id, t.event_id
-		FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), CAST($3 AS TEXT[]), CAST($4 AS TEXT[])) AS v (u, d, s, x)
-		JOIN txn_ids t ON t.user_id = v.u AND t.device_id = v.d AND t.scope = v.s AND t.txn_id = v.x`,
-		cols[0], cols[1], cols[2], cols[3])
-	if err != nil {
-		return fmt.Errorf("txn lookup: %w", err)
-	}
-	defer rows.Close()
+	return []any{cols[0], cols[1], cols[2], cols[3]}
+}
+
+// scanTxns reads txn lookup rows (key columns, event ID) into out.
+func scanTxns(rows Rows, out map[TxnKey]string) error {
 	for rows.Next() {
 		var k TxnKey
 		var ev string
@@ -738,12 +743,87 @@ func (s *Rooms) txnLookupArrays(ctx context.Context, q Querier, keys []TxnKey, o
 	return rows.Err()
 }
 
+// PersistStart is what a persisting transaction learns before it builds
+// events (StartPersist).
+type PersistStart struct {
+	// Txns maps the keys already used to the event they produced.
+	Txns map[TxnKey]string
+	// FirstNID and FirstStream begin the reserved event nids and events
+	// stream positions.
+	FirstNID, FirstStream int64
+}
+
+// StartPersist opens a persisting transaction's work: it takes the
+// advisory lock, then looks up the transaction keys (after the lock, so
+// that an instance that held it has committed what it wrote), and reserves
+// nids event nids and streams events-stream positions. On PostgreSQL the
+// four statements go in one round trip, which the persister, one batch at
+// a time, otherwise spent a wait each on.
+func (s *Rooms) StartPersist(ctx context.Context, tx *Tx, lock int64, keys []TxnKey, nids, streams int64) (PersistStart, error) {
+	st := PersistStart{Txns: make(map[TxnKey]string, len(keys))}
+	if tx.Dialect() != "postgres" {
+		found, err := s.TxnLookup(ctx, tx, keys)
+		if err != nil {
+			return st, err
+		}
+		st.Txns = found
+		if st.FirstNID, err = s.ReserveNIDs(ctx, tx, "event", nids); err != nil {
+			return st, err
+		}
+		st.FirstStream, err = tx.NextStreamPos(ctx, EventsStream, streams)
+		return st, err
+	}
+	tx.moved = true
+	var lastNID, lastStream *int64
+	scanLast := func(dst **int64) func(Rows) error {
+		return func(r Rows) error {
+			for r.Next() {
+				var v int64
+				if err := r.Scan(&v); err != nil {
+					return err
+				}
+				*dst = &v
+			}
+			return r.Err()
+		}
+	}
+	steps := []Step{{SQL: `SELECT pg_advisory_xact_lock($1)`, Args: []any{lock}}}
+	if len(keys) > 0 {
+		steps = append(steps, Step{SQL: txnLookupArrays, Args: txnArrays(keys),
+			Scan: func(r Rows) error { return scanTxns(r, st.Txns) }})
+	}
+	steps = append(steps,
+		Step{SQL: advanceStream, Args: []any{nidStream("event"), nids}, Scan: scanLast(&lastNID)},
+		Step{SQL: advanceStream, Args: []any{EventsStream, streams}, Scan: scanLast(&lastStream)})
+	if err := tx.Pipeline(ctx, steps); err != nil {
+		return st, fmt.Errorf("start persisting: %w", err)
+	}
+	// A stream never advanced has no row yet: NextStreamPos makes it.
+	var err error
+	if lastNID != nil {
+		st.FirstNID = *lastNID - nids + 1
+	} else if st.FirstNID, err = s.ReserveNIDs(ctx, tx, "event", nids); err != nil {
+		return st, err
+	}
+	if lastStream != nil {
+		st.FirstStream = *lastStream - streams + 1
+	} else if st.FirstStream, err = tx.NextStreamPos(ctx, EventsStream, streams); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
 // TxnLookup finds the events earlier requests with these transaction IDs
 // produced (absent keys were never seen).
 func (s *Rooms) TxnLookup(ctx context.Context, q Querier, keys []TxnKey) (map[TxnKey]string, error) {
 	out := make(map[TxnKey]string, len(keys))
 	if s.db.Dialect() == "postgres" {
-		return out, s.txnLookupArrays(ctx, q, keys, out)
+		rows, err := q.Query(ctx, txnLookupArrays, txnArrays(keys)...)
+		if err != nil {
+			return nil, fmt.Errorf("txn lookup: %w", err)
+		}
+		defer rows.Close()
+		return out, scanTxns(rows, out)
 	}
 	for start := 0; start < len(keys); start += 64 {
 		chunk := keys[start:min(start+64, len(keys))]

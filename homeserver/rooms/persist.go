@@ -3,7 +3,6 @@ package rooms
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"slices"
 	"sync"
@@ -222,11 +221,8 @@ func (p *persister) run(ctx context.Context, reqs []*request) ([]result, []*Even
 	var events []*Event
 	var heads map[int64]*head
 	err := p.e.db.Write(ctx, func(tx *storage.Tx) error {
-		if err := tx.Lock(ctx, persistLock); err != nil {
-			return fmt.Errorf("persist lock: %w", err)
-		}
 		b := newBatch(ctx, p, tx, reqs)
-		if err := b.lookupTxns(); err != nil {
+		if err := b.start(); err != nil {
 			return err
 		}
 		for i, r := range reqs {
@@ -310,31 +306,37 @@ func newBatch(ctx context.Context, p *persister, tx *storage.Tx, reqs []*request
 		heads: map[int64]*head{}, txns: map[storage.TxnKey]string{}, reqs: reqs}
 }
 
-// lookupTxns finds which requests repeat an earlier transaction.
-func (b *batch) lookupTxns() error {
+// start takes the persist lock, finds which requests repeat an earlier
+// transaction and reserves the numbers a batch of this size usually
+// needs, in one go.
+func (b *batch) start() error {
 	var keys []storage.TxnKey
 	for _, r := range b.reqs {
 		if r.txn != nil {
 			keys = append(keys, *r.txn)
 		}
 	}
-	if len(keys) == 0 {
-		return nil
-	}
-	found, err := b.e.store.TxnLookup(b.ctx, b.tx, keys)
+	nids, streams := b.reserveSizes()
+	st, err := b.e.store.StartPersist(b.ctx, b.tx, persistLock, keys, nids, streams)
 	if err != nil {
 		return err
 	}
-	for k, v := range found {
-		b.txns[k] = v
-	}
+	b.txns = st.Txns
+	b.nid, b.nidEnd = st.FirstNID, st.FirstNID+nids
+	b.stream, b.streamEnd = st.FirstStream, st.FirstStream+streams
 	return nil
+}
+
+// reserveSizes are how many nids and events-stream positions the batch
+// reserves at a time.
+func (b *batch) reserveSizes() (nids, streams int64) {
+	return int64(len(b.reqs)) * 4, int64(len(b.reqs)) * 2
 }
 
 // alloc hands out reserved numbers, reserving more when needed.
 func (b *batch) alloc(kind string, next, end *int64) (int64, error) {
 	if *next == 0 || *next >= *end {
-		n := int64(len(b.reqs)) * 4
+		n, _ := b.reserveSizes()
 		first, err := b.e.store.ReserveNIDs(b.ctx, b.tx, kind, n)
 		if err != nil {
 			return 0, err
@@ -348,7 +350,7 @@ func (b *batch) alloc(kind string, next, end *int64) (int64, error) {
 
 func (b *batch) nextStream() (int64, error) {
 	if b.stream == 0 || b.stream >= b.streamEnd {
-		n := int64(len(b.reqs)) * 2
+		_, n := b.reserveSizes()
 		first, err := b.tx.NextStreamPos(b.ctx, storage.EventsStream, n)
 		if err != nil {
 			return 0, err
