@@ -156,6 +156,9 @@ type Tx struct {
 	afterCommit []func()
 	// moved: the transaction took stream positions (NextStreamPos).
 	moved bool
+	// lock, when set, is the advisory lock taken as the transaction
+	// begins (WriteLocked).
+	lock *int64
 }
 
 // AfterCommit registers fn to run after a successful commit (wake-ups,
@@ -169,7 +172,17 @@ func (tx *Tx) Dialect() string { return tx.db.d.name() }
 // nil. On SQLite the transaction holds the single writer (BEGIN IMMEDIATE);
 // on PostgreSQL it is a READ COMMITTED transaction from the pool.
 func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
-	tx := &Tx{db: db}
+	return db.write(ctx, &Tx{db: db}, fn)
+}
+
+// WriteLocked is Write holding the transaction-scoped lock named by key
+// (Tx.Lock) from its start: on PostgreSQL the lock goes with BEGIN in one
+// round trip, for writers that take it in every transaction.
+func (db *DB) WriteLocked(ctx context.Context, key int64, fn func(tx *Tx) error) error {
+	return db.write(ctx, &Tx{db: db, lock: &key}, fn)
+}
+
+func (db *DB) write(ctx context.Context, tx *Tx, fn func(tx *Tx) error) error {
 	err := db.d.inTx(ctx, tx, func() error { return fn(tx) })
 	if tx.moved {
 		// Before the wake-ups of afterCommit, and even after a failed

@@ -141,6 +141,26 @@ func TestCore(t *testing.T) {
 				t.Fatalf("StreamPos = %d, %v", pos, err)
 			}
 		})
+		t.Run("WriteLocked holds its lock from the start", func(t *testing.T) {
+			ran := false
+			err := db.WriteLocked(ctx, 4242, func(tx *storage.Tx) error {
+				ran = true
+				if db.Dialect() != "postgres" {
+					return nil // the single writer is the lock
+				}
+				var free bool
+				err := db.Write(ctx, func(other *storage.Tx) error {
+					return other.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, int64(4242)).Scan(&free)
+				})
+				if err != nil || free {
+					t.Errorf("another transaction took the lock: %v, %v", free, err)
+				}
+				return nil
+			})
+			if err != nil || !ran {
+				t.Fatalf("%v, ran %v", err, ran)
+			}
+		})
 		t.Run("the commit epoch moves with stream positions, before the hooks", func(t *testing.T) {
 			boom := errors.New("boom")
 			for _, tc := range []struct {

@@ -17,7 +17,12 @@ func TestStartPersist(t *testing.T) {
 		s := db.Rooms()
 		used := storage.TxnKey{UserID: "@a:x", DeviceID: "D", Scope: "send/!r:x/m.room.message", TxnID: "t1"}
 		fresh := storage.TxnKey{UserID: "@a:x", DeviceID: "D", Scope: "send/!r:x/m.room.message", TxnID: "t2"}
+		var roomNID int64
 		err := db.Write(ctx, func(tx *storage.Tx) error {
+			var err error
+			if roomNID, err = s.RoomCreate(ctx, tx, "!r:x", "11", 1); err != nil {
+				return err
+			}
 			b := &storage.Batch{}
 			s.AddTxn(b, used.UserID, used.DeviceID, used.Scope, used.TxnID, "$ev", 1)
 			return tx.ExecBatch(ctx, b)
@@ -38,9 +43,9 @@ func TestStartPersist(t *testing.T) {
 			epoch := db.CommitEpoch()
 			var st storage.PersistStart
 			var afterNID, afterStream int64
-			err := db.Write(ctx, func(tx *storage.Tx) error {
+			err := db.WriteLocked(ctx, 8200401, func(tx *storage.Tx) error {
 				var err error
-				if st, err = s.StartPersist(ctx, tx, 8200401, tc.keys, 4, 2); err != nil {
+				if st, err = s.StartPersist(ctx, tx, tc.keys, 4, 2, []int64{roomNID, roomNID + 1000}); err != nil {
 					return err
 				}
 				if afterNID, err = s.ReserveNIDs(ctx, tx, "event", 1); err != nil {
@@ -60,6 +65,15 @@ func TestStartPersist(t *testing.T) {
 			}
 			if st.FirstStream <= prevStream || afterStream != st.FirstStream+2 {
 				t.Errorf("%s: positions from %d (then %d), after %d before", tc.name, st.FirstStream, afterStream, prevStream)
+			}
+			// PostgreSQL reads the rows in the same round trip; SQLite
+			// leaves them to RoomForUpdate.
+			if db.Dialect() == "postgres" {
+				if r, ok := st.Rooms[roomNID]; !ok || r.RoomID != "!r:x" || len(st.Rooms) != 1 {
+					t.Errorf("%s: rooms %+v", tc.name, st.Rooms)
+				}
+			} else if st.Rooms != nil {
+				t.Errorf("%s: rooms %+v on SQLite", tc.name, st.Rooms)
 			}
 			if db.CommitEpoch() == epoch {
 				t.Errorf("%s: the commit epoch did not move", tc.name)

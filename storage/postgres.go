@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -60,7 +61,13 @@ func (p *postgres) stats() Stats {
 }
 
 func (p *postgres) inTx(ctx context.Context, tx *Tx, fn func() error) error {
-	ptx, err := p.pool.Begin(ctx)
+	var opts pgx.TxOptions
+	if tx.lock != nil {
+		// Without arguments pgx sends this by the simple protocol, both
+		// statements in one message.
+		opts.BeginQuery = "BEGIN; SELECT pg_advisory_xact_lock(" + strconv.FormatInt(*tx.lock, 10) + ")"
+	}
+	ptx, err := p.pool.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", pgErr(err))
 	}

@@ -751,15 +751,19 @@ type PersistStart struct {
 	// FirstNID and FirstStream begin the reserved event nids and events
 	// stream positions.
 	FirstNID, FirstStream int64
+	// Rooms holds the rows of the rooms asked for, read under the lock
+	// (PostgreSQL only: on SQLite there is no round trip to save).
+	Rooms map[int64]Room
 }
 
-// StartPersist opens a persisting transaction's work: it takes the
-// advisory lock, then looks up the transaction keys (after the lock, so
-// that an instance that held it has committed what it wrote), and reserves
-// nids event nids and streams events-stream positions. On PostgreSQL the
-// four statements go in one round trip, which the persister, one batch at
-// a time, otherwise spent a wait each on.
-func (s *Rooms) StartPersist(ctx context.Context, tx *Tx, lock int64, keys []TxnKey, nids, streams int64) (PersistStart, error) {
+// StartPersist opens the work of a persisting transaction, which holds
+// the persist lock (WriteLocked): it looks up the transaction keys (after
+// the lock, so that an instance that held it has committed what it
+// wrote), reserves nids event nids and streams events-stream positions,
+// and reads the rows of rooms (as RoomForUpdate). On PostgreSQL the
+// statements go in one round trip, which the persister, one batch at a
+// time, otherwise spent a wait each on.
+func (s *Rooms) StartPersist(ctx context.Context, tx *Tx, keys []TxnKey, nids, streams int64, rooms []int64) (PersistStart, error) {
 	st := PersistStart{Txns: make(map[TxnKey]string, len(keys))}
 	if tx.Dialect() != "postgres" {
 		found, err := s.TxnLookup(ctx, tx, keys)
@@ -787,7 +791,7 @@ func (s *Rooms) StartPersist(ctx context.Context, tx *Tx, lock int64, keys []Txn
 			return r.Err()
 		}
 	}
-	steps := []Step{{SQL: `SELECT pg_advisory_xact_lock($1)`, Args: []any{lock}}}
+	var steps []Step
 	if len(keys) > 0 {
 		steps = append(steps, Step{SQL: txnLookupArrays, Args: txnArrays(keys),
 			Scan: func(r Rows) error { return scanTxns(r, st.Txns) }})
@@ -795,6 +799,20 @@ func (s *Rooms) StartPersist(ctx context.Context, tx *Tx, lock int64, keys []Txn
 	steps = append(steps,
 		Step{SQL: advanceStream, Args: []any{nidStream("event"), nids}, Scan: scanLast(&lastNID)},
 		Step{SQL: advanceStream, Args: []any{EventsStream, streams}, Scan: scanLast(&lastStream)})
+	if len(rooms) > 0 {
+		st.Rooms = make(map[int64]Room, len(rooms))
+		steps = append(steps, Step{SQL: `SELECT ` + roomCols + ` FROM rooms WHERE room_nid = ANY($1)`, Args: []any{rooms},
+			Scan: func(r Rows) error {
+				for r.Next() {
+					room, err := scanRoom(r)
+					if err != nil {
+						return err
+					}
+					st.Rooms[room.NID] = room
+				}
+				return r.Err()
+			}})
+	}
 	if err := tx.Pipeline(ctx, steps); err != nil {
 		return st, fmt.Errorf("start persisting: %w", err)
 	}

@@ -220,7 +220,7 @@ func (p *persister) run(ctx context.Context, reqs []*request) ([]result, []*Even
 	results := make([]result, len(reqs))
 	var events []*Event
 	var heads map[int64]*head
-	err := p.e.db.Write(ctx, func(tx *storage.Tx) error {
+	err := p.e.db.WriteLocked(ctx, persistLock, func(tx *storage.Tx) error {
 		b := newBatch(ctx, p, tx, reqs)
 		if err := b.start(); err != nil {
 			return err
@@ -295,6 +295,8 @@ type batch struct {
 	redacted []int64
 	txns     map[storage.TxnKey]string
 	reqs     []*request
+	// rooms are room rows read when the batch started (start).
+	rooms map[int64]storage.Room
 
 	nid, nidEnd       int64
 	stream, streamEnd int64
@@ -306,9 +308,8 @@ func newBatch(ctx context.Context, p *persister, tx *storage.Tx, reqs []*request
 		heads: map[int64]*head{}, txns: map[storage.TxnKey]string{}, reqs: reqs}
 }
 
-// start takes the persist lock, finds which requests repeat an earlier
-// transaction and reserves the numbers a batch of this size usually
-// needs, in one go.
+// start finds which requests repeat an earlier transaction, reserves the numbers a batch of this size usually needs
+// and reads the rows of the rooms it appends to, in one go.
 func (b *batch) start() error {
 	var keys []storage.TxnKey
 	for _, r := range b.reqs {
@@ -316,12 +317,21 @@ func (b *batch) start() error {
 			keys = append(keys, *r.txn)
 		}
 	}
+	// The rows of the rooms already known, to check their cached heads.
+	var rooms []int64
+	seen := map[int64]bool{}
+	for _, r := range b.reqs {
+		if m, ok := b.e.metaByID.Load(r.roomID); ok && !seen[m.(*roomMeta).NID] {
+			seen[m.(*roomMeta).NID] = true
+			rooms = append(rooms, m.(*roomMeta).NID)
+		}
+	}
 	nids, streams := b.reserveSizes()
-	st, err := b.e.store.StartPersist(b.ctx, b.tx, persistLock, keys, nids, streams)
+	st, err := b.e.store.StartPersist(b.ctx, b.tx, keys, nids, streams, rooms)
 	if err != nil {
 		return err
 	}
-	b.txns = st.Txns
+	b.txns, b.rooms = st.Txns, st.Rooms
 	b.nid, b.nidEnd = st.FirstNID, st.FirstNID+nids
 	b.stream, b.streamEnd = st.FirstStream, st.FirstStream+streams
 	return nil
@@ -372,9 +382,12 @@ func (b *batch) head(m *roomMeta) (*head, error) {
 	if h, ok := b.heads[m.NID]; ok {
 		return h, nil
 	}
-	room, err := b.e.store.RoomForUpdate(b.ctx, b.tx, m.NID)
-	if err != nil {
-		return nil, err
+	room, ok := b.rooms[m.NID]
+	if !ok {
+		var err error
+		if room, err = b.e.store.RoomForUpdate(b.ctx, b.tx, m.NID); err != nil {
+			return nil, err
+		}
 	}
 	if h, ok := b.p.heads.Get(m.NID); ok && h.lastEvent == room.LastEvent && h.stateNID == room.StateNID {
 		h = h.clone()
