@@ -308,8 +308,9 @@ func newBatch(ctx context.Context, p *persister, tx *storage.Tx, reqs []*request
 		heads: map[int64]*head{}, txns: map[storage.TxnKey]string{}, reqs: reqs}
 }
 
-// start finds which requests repeat an earlier transaction, reserves the numbers a batch of this size usually needs
-// and reads the rows of the rooms it appends to, in one go.
+// start finds which requests repeat an earlier transaction, reserves the
+// numbers a batch of this size usually needs and reads the rows of the
+// rooms it appends to, in one go.
 func (b *batch) start() error {
 	var keys []storage.TxnKey
 	for _, r := range b.reqs {
