@@ -3,6 +3,7 @@ package sytest
 import (
 	"net/url"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -47,5 +48,28 @@ func TestTwoInstancesShareOneDatabase(t *testing.T) {
 		case <-deadline:
 			t.Fatal("the message sent through instance A never reached the long-poll on instance B")
 		}
+	}
+}
+
+// TestTwoInstancesReadYourWrites: a client that sends through one instance
+// and at once syncs, without waiting, through the other finds its message,
+// though the second instance may not have heard of it yet (equal
+// instances: sticky sessions are never required).
+func TestTwoInstancesReadYourWrites(t *testing.T) {
+	t.Parallel()
+	a := StartServer(t, Options{Dialect: "postgres"})
+	b := StartServer(t, Options{Dialect: "postgres", Database: a.Database, DataDir: a.DataDir})
+	alice := a.Register(t, "ryw-alice")
+	aliceOnB := &User{ID: alice.ID, Password: alice.Password, Token: alice.Token, DeviceID: alice.DeviceID, Server: b}
+	room := alice.createRoom(t, map[string]any{"preset": "private_chat"})
+	since := alice.sync(t, "", nil).NextBatch
+	for i := range 20 {
+		body := "written through B " + strconv.Itoa(i)
+		aliceOnB.send(t, room, body)
+		r := alice.sync(t, since, url.Values{"timeout": {"0"}})
+		if !slices.Contains(bodies(r.Rooms.Join[room].Timeline.Events), body) {
+			t.Fatalf("send %d: a sync on A right after the send on B lacks it: %v", i, bodies(r.Rooms.Join[room].Timeline.Events))
+		}
+		since = r.NextBatch
 	}
 }
