@@ -241,8 +241,7 @@ func TestEphemeralAcrossInstances(t *testing.T) {
 	alice := a.Register(t, "alice")
 	requireSync(t, alice)
 	b := StartServer(t, Options{Dialect: "postgres", Database: a.Database, DataDir: a.DataDir})
-	bobOnA := a.Register(t, "bob")
-	bob := &User{ID: bobOnA.ID, Password: bobOnA.Password, Token: bobOnA.Token, DeviceID: bobOnA.DeviceID, Server: b}
+	bob := a.Register(t, "bob").On(b)
 	room := alice.createRoom(t, map[string]any{"preset": "public_chat"})
 	bob.join(t, room)
 	m1 := alice.send(t, room, "hello")

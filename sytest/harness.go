@@ -223,6 +223,13 @@ func StartServer(t testing.TB, o Options) *Server {
 	return s
 }
 
+// StartPair starts two instances on one new PostgreSQL database.
+func StartPair(t testing.TB) (a, b *Server) {
+	t.Helper()
+	a = StartServer(t, Options{Dialect: "postgres"})
+	return a, StartServer(t, Options{Dialect: "postgres", Database: a.Database, DataDir: a.DataDir})
+}
+
 func newServer(t testing.TB, o Options) *Server {
 	t.Helper()
 	if o.Dialect == "" {

@@ -13,11 +13,9 @@ import (
 // waiting on the other, and a logout on one is honoured by the other.
 func TestTwoInstancesShareOneDatabase(t *testing.T) {
 	t.Parallel()
-	a := StartServer(t, Options{Dialect: "postgres"})
-	b := StartServer(t, Options{Dialect: "postgres", Database: a.Database, DataDir: a.DataDir})
+	a, b := StartPair(t)
 	alice := a.Register(t, "multi-alice")
-	bobOnA := a.Register(t, "multi-bob")
-	bob := &User{ID: bobOnA.ID, Password: bobOnA.Password, Token: bobOnA.Token, DeviceID: bobOnA.DeviceID, Server: b}
+	bob := a.Register(t, "multi-bob").On(b)
 	room := alice.createRoom(t, map[string]any{"preset": "public_chat"})
 	bob.join(t, room)
 	since := bob.sync(t, "", nil).NextBatch
@@ -57,10 +55,9 @@ func TestTwoInstancesShareOneDatabase(t *testing.T) {
 // instances: sticky sessions are never required).
 func TestTwoInstancesReadYourWrites(t *testing.T) {
 	t.Parallel()
-	a := StartServer(t, Options{Dialect: "postgres"})
-	b := StartServer(t, Options{Dialect: "postgres", Database: a.Database, DataDir: a.DataDir})
+	a, b := StartPair(t)
 	alice := a.Register(t, "ryw-alice")
-	aliceOnB := &User{ID: alice.ID, Password: alice.Password, Token: alice.Token, DeviceID: alice.DeviceID, Server: b}
+	aliceOnB := alice.On(b)
 	room := alice.createRoom(t, map[string]any{"preset": "private_chat"})
 	since := alice.sync(t, "", nil).NextBatch
 	for i := range 20 {

@@ -759,10 +759,9 @@ func TestSlidingSyncVersions(t *testing.T) {
 // through the other.
 func TestSlidingSyncAcrossInstances(t *testing.T) {
 	t.Parallel()
-	a := StartServer(t, Options{Dialect: "postgres"})
-	b := StartServer(t, Options{Dialect: "postgres", Database: a.Database, DataDir: a.DataDir})
+	a, b := StartPair(t)
 	alice := a.Register(t, "ss-multi")
-	onB := &User{ID: alice.ID, Password: alice.Password, Token: alice.Token, DeviceID: alice.DeviceID, Server: b}
+	onB := alice.On(b)
 	room := alice.createRoom(t, map[string]any{"name": "multi"})
 	req := map[string]any{"conn_id": "m", "lists": map[string]any{"all": listReq([]int{0, 9}, 1, map[string]any{}, nil)}}
 	r := alice.ss(t, req)

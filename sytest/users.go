@@ -22,6 +22,14 @@ type User struct {
 	Server   *Server
 }
 
+// On returns the same user, session and device, talking to another
+// instance of the same database.
+func (u *User) On(s *Server) *User {
+	c := *u
+	c.Server = s
+	return &c
+}
+
 var userSeq atomic.Int64
 
 // UniqueName returns a localpart no other test uses.
