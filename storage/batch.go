@@ -186,6 +186,9 @@ type Step struct {
 // taken by one step covers the reads of the next. A step whose Scan
 // fails ends the pipeline with its error.
 func (tx *Tx) Pipeline(ctx context.Context, steps []Step) error {
+	if len(steps) == 0 {
+		return nil
+	}
 	if ptx, ok := tx.raw.(pgx.Tx); ok {
 		pb := &pgx.Batch{}
 		for _, s := range steps {

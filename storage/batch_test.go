@@ -132,6 +132,9 @@ func TestPipeline(t *testing.T) {
 				return r.Err()
 			}
 		}
+		if err := db.Write(ctx, func(tx *storage.Tx) error { return tx.Pipeline(ctx, nil) }); err != nil {
+			t.Fatalf("an empty pipeline: %v", err)
+		}
 		var before, after int
 		err := db.Write(ctx, func(tx *storage.Tx) error {
 			return tx.Pipeline(ctx, []storage.Step{
