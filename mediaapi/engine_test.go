@@ -8,6 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -207,6 +209,22 @@ func TestUploadDownload(t *testing.T) {
 			t.Fatal("suffix range")
 		}
 		mustErr(t, s.do(t, "GET", path, "u:bob", nil, "Range", "bytes=99999999-"), 416, "M_UNKNOWN")
+		// Two ranges come as multipart/byteranges, copied through a pipe.
+		r = mustStatus(t, s.do(t, "GET", path, "u:bob", nil, "Range", "bytes=0-9,300000-599999"), 206)
+		_, params, err := mime.ParseMediaType(r.header.Get("Content-Type"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mr := multipart.NewReader(bytes.NewReader(r.body), params["boundary"])
+		for _, want := range [][]byte{data[:10], data[300000:600000]} {
+			p, err := mr.NextPart()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := io.ReadAll(p); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("part %q: %d bytes, %v", p.Header.Get("Content-Range"), len(got), err)
+			}
+		}
 	})
 	t.Run("conditional", func(t *testing.T) {
 		mustStatus(t, s.do(t, "GET", path, "u:bob", nil, "If-None-Match", etag), 304)
