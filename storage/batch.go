@@ -133,32 +133,15 @@ func (b *Batch) expand() []Stmt {
 	return out
 }
 
-// ExecBatch runs every statement of b in the transaction, in order.
+// ExecBatch runs every statement of b in the transaction, in order (in one
+// round trip on PostgreSQL: see Pipeline).
 func (tx *Tx) ExecBatch(ctx context.Context, b *Batch) error {
 	stmts := b.expand()
-	if len(stmts) == 0 {
-		return nil
+	steps := make([]Step, len(stmts))
+	for i, st := range stmts {
+		steps[i] = Step{SQL: st.SQL, Args: st.Args}
 	}
-	if ptx, ok := tx.raw.(pgx.Tx); ok {
-		pb := &pgx.Batch{}
-		for _, s := range stmts {
-			pb.Queue(s.SQL, s.Args...)
-		}
-		res := ptx.SendBatch(ctx, pb)
-		for i := range stmts {
-			if _, err := res.Exec(); err != nil {
-				_ = res.Close()
-				return fmt.Errorf("batch statement %d: %w", i, pgErr(err))
-			}
-		}
-		return pgErr(res.Close())
-	}
-	for i, s := range stmts {
-		if _, err := tx.Exec(ctx, s.SQL, s.Args...); err != nil {
-			return fmt.Errorf("batch statement %d: %w", i, err)
-		}
-	}
-	return nil
+	return tx.Pipeline(ctx, steps)
 }
 
 // Lock takes a transaction-scoped lock named by key: an advisory lock on
@@ -196,45 +179,52 @@ func (tx *Tx) Pipeline(ctx context.Context, steps []Step) error {
 		}
 		res := ptx.SendBatch(ctx, pb)
 		for i, s := range steps {
-			if err := pipelineStep(res, s); err != nil {
+			if err := pgStep(res, s); err != nil {
 				_ = res.Close()
-				return fmt.Errorf("pipeline statement %d: %w", i, err)
+				return fmt.Errorf("statement %d of %d: %w", i, len(steps), err)
 			}
 		}
 		return pgErr(res.Close())
 	}
 	for i, s := range steps {
-		err := func() error {
-			rows, err := tx.Query(ctx, s.SQL, s.Args...)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			if s.Scan != nil {
-				if err := s.Scan(rows); err != nil {
-					return err
-				}
-			}
-			return rows.Err()
-		}()
-		if err != nil {
-			return fmt.Errorf("pipeline statement %d: %w", i, err)
+		if err := tx.step(ctx, s); err != nil {
+			return fmt.Errorf("statement %d of %d: %w", i, len(steps), err)
 		}
 	}
 	return nil
 }
 
-func pipelineStep(res pgx.BatchResults, s Step) error {
+// pgStep reads one step's result from a pgx batch.
+func pgStep(res pgx.BatchResults, s Step) error {
+	if s.Scan == nil {
+		_, err := res.Exec()
+		return pgErr(err)
+	}
 	rows, err := res.Query()
 	if err != nil {
 		return pgErr(err)
 	}
 	defer rows.Close()
-	if s.Scan != nil {
-		if err := s.Scan(pgRows{rows}); err != nil {
-			return err
-		}
+	if err := s.Scan(pgRows{rows}); err != nil {
+		return err
 	}
 	rows.Close()
 	return pgErr(rows.Err())
+}
+
+// step runs one step on its own.
+func (tx *Tx) step(ctx context.Context, s Step) error {
+	if s.Scan == nil {
+		_, err := tx.Exec(ctx, s.SQL, s.Args...)
+		return err
+	}
+	rows, err := tx.Query(ctx, s.SQL, s.Args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if err := s.Scan(rows); err != nil {
+		return err
+	}
+	return rows.Err()
 }
