@@ -72,11 +72,17 @@ func (b *Batch) AddRows(ri *RowInsert, rows []any) {
 	if len(rows)%ri.cols != 0 {
 		panic(fmt.Sprintf("storage: AddRows with %d values for %d columns", len(rows), ri.cols))
 	}
+	b.stmts = ri.appendChunks(b.stmts, rows)
+}
+
+// appendChunks appends to out the statements that insert rows (flat).
+func (ri *RowInsert) appendChunks(out []Stmt, rows []any) []Stmt {
 	for _, size := range chunkSizes(len(rows) / ri.cols) {
 		n := size * ri.cols
-		b.stmts = append(b.stmts, Stmt{SQL: ri.stmts[size], Args: rows[:n:n]})
+		out = append(out, Stmt{SQL: ri.stmts[size], Args: rows[:n:n]})
 		rows = rows[n:]
 	}
+	return out
 }
 
 // Mark is a point of a batch to rewind to.
@@ -122,13 +128,7 @@ func (b *Batch) expand() []Stmt {
 			out = append(out, s)
 			continue
 		}
-		ri := s.rows
-		args := b.rows[ri]
-		for _, size := range chunkSizes(len(args) / ri.cols) {
-			n := size * ri.cols
-			out = append(out, Stmt{SQL: ri.stmts[size], Args: args[:n:n]})
-			args = args[n:]
-		}
+		out = s.rows.appendChunks(out, b.rows[s.rows])
 	}
 	return out
 }
