@@ -144,6 +144,20 @@ func (tx *Tx) ExecBatch(ctx context.Context, b *Batch) error {
 	return tx.Pipeline(ctx, steps)
 }
 
+// ExecAtCommit queues b's statements to run as the transaction commits:
+// in a WriteLocked transaction on PostgreSQL they go with COMMIT in one
+// round trip; elsewhere they run at once. An error in them fails the
+// commit, and the transaction's other work with it.
+func (tx *Tx) ExecAtCommit(ctx context.Context, b *Batch) error {
+	if t, ok := tx.raw.(*pipeTx); ok {
+		for _, st := range b.expand() {
+			t.atCommit = append(t.atCommit, Step{SQL: st.SQL, Args: st.Args})
+		}
+		return nil
+	}
+	return tx.ExecBatch(ctx, b)
+}
+
 // Lock takes a transaction-scoped lock named by key: an advisory lock on
 // PostgreSQL; nothing on SQLite, whose single writer already serialises
 // every transaction.
@@ -172,16 +186,28 @@ func (tx *Tx) Pipeline(ctx context.Context, steps []Step) error {
 	if len(steps) == 0 {
 		return nil
 	}
-	if ptx, ok := tx.raw.(pgx.Tx); ok {
+	var b pgBatcher
+	var open []Step
+	switch raw := tx.raw.(type) {
+	case pgx.Tx:
+		b = raw
+	case *pipeTx:
+		b, open = raw.conn, raw.opening()
+	}
+	if b != nil {
+		all := append(open, steps...)
 		pb := &pgx.Batch{}
-		for _, s := range steps {
+		for _, s := range all {
 			pb.Queue(s.SQL, s.Args...)
 		}
-		res := ptx.SendBatch(ctx, pb)
-		for i, s := range steps {
+		res := b.SendBatch(ctx, pb)
+		for i, s := range all {
 			if err := pgStep(res, s); err != nil {
 				_ = res.Close()
-				return fmt.Errorf("statement %d of %d: %w", i, len(steps), err)
+				if i < len(open) {
+					return fmt.Errorf("storage: begin: %w", err)
+				}
+				return fmt.Errorf("statement %d of %d: %w", i-len(open), len(steps), err)
 			}
 		}
 		return pgErr(res.Close())
@@ -192,6 +218,11 @@ func (tx *Tx) Pipeline(ctx context.Context, steps []Step) error {
 		}
 	}
 	return nil
+}
+
+// pgBatcher sends a pgx batch: pgx.Tx, or the connection of a pipeTx.
+type pgBatcher interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // pgStep reads one step's result from a pgx batch.

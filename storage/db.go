@@ -176,8 +176,10 @@ func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
 }
 
 // WriteLocked is Write holding the transaction-scoped lock named by key
-// (Tx.Lock) from its start: on PostgreSQL the lock goes with BEGIN in one
-// round trip, for writers that take it in every transaction.
+// (Tx.Lock) from its start, for a writer that takes it in every
+// transaction. On PostgreSQL the transaction spends no round trip of its
+// own: BEGIN and the lock go with its first statements, and COMMIT with
+// what it queued with ExecAtCommit. It cannot enqueue River jobs.
 func (db *DB) WriteLocked(ctx context.Context, key int64, fn func(tx *Tx) error) error {
 	return db.write(ctx, &Tx{db: db, lock: &key}, fn)
 }

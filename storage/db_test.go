@@ -141,24 +141,92 @@ func TestCore(t *testing.T) {
 				t.Fatalf("StreamPos = %d, %v", pos, err)
 			}
 		})
-		t.Run("WriteLocked holds its lock from the start", func(t *testing.T) {
-			ran := false
-			err := db.WriteLocked(ctx, 4242, func(tx *storage.Tx) error {
-				ran = true
-				if db.Dialect() != "postgres" {
-					return nil // the single writer is the lock
-				}
-				var free bool
-				err := db.Write(ctx, func(other *storage.Tx) error {
-					return other.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, int64(4242)).Scan(&free)
+		t.Run("WriteLocked holds its lock from its first statement", func(t *testing.T) {
+			// The first statement alone, or a first pipeline: either way
+			// BEGIN and the lock go before it.
+			for _, first := range []func(tx *storage.Tx) error{
+				func(tx *storage.Tx) error { var one int; return tx.QueryRow(ctx, `SELECT 1`).Scan(&one) },
+				func(tx *storage.Tx) error {
+					return tx.Pipeline(ctx, []storage.Step{{SQL: `SELECT 1`}, {SQL: `SELECT 2`}})
+				},
+			} {
+				ran := false
+				err := db.WriteLocked(ctx, 4242, func(tx *storage.Tx) error {
+					ran = true
+					if err := first(tx); err != nil {
+						return err
+					}
+					if db.Dialect() != "postgres" {
+						return nil // the single writer is the lock
+					}
+					var free bool
+					err := db.Write(ctx, func(other *storage.Tx) error {
+						return other.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, int64(4242)).Scan(&free)
+					})
+					if err != nil || free {
+						t.Errorf("another transaction took the lock: %v, %v", free, err)
+					}
+					return nil
 				})
-				if err != nil || free {
-					t.Errorf("another transaction took the lock: %v, %v", free, err)
+				if err != nil || !ran {
+					t.Fatalf("%v, ran %v", err, ran)
 				}
-				return nil
-			})
-			if err != nil || !ran {
-				t.Fatalf("%v, ran %v", err, ran)
+			}
+		})
+		t.Run("ExecAtCommit runs with the commit, and fails it", func(t *testing.T) {
+			if _, err := db.Exec(ctx, `CREATE TABLE at_commit (k INTEGER PRIMARY KEY)`); err != nil {
+				t.Fatal(err)
+			}
+			count := func() int {
+				t.Helper()
+				var n int
+				if err := db.Read().QueryRow(ctx, `SELECT COUNT(*) FROM at_commit`).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			rows := func(keys ...int) *storage.Batch {
+				b := &storage.Batch{}
+				for _, k := range keys {
+					b.Add(`INSERT INTO at_commit (k) VALUES ($1)`, k)
+				}
+				return b
+			}
+			for _, tc := range []struct {
+				name   string
+				before bool // a statement of its own before
+				keys   []int
+				ok     bool
+				total  int
+			}{
+				{"only at commit", false, []int{1, 2}, true, 2},
+				{"after a statement", true, []int{3}, true, 4},
+				{"a failing row rolls back the rest", true, []int{5, 1}, false, 4},
+				{"failing alone", false, []int{2}, false, 4},
+			} {
+				err := db.WriteLocked(ctx, 4243, func(tx *storage.Tx) error {
+					if tc.before {
+						if _, err := tx.Exec(ctx, `INSERT INTO at_commit (k) VALUES ($1)`, 100+len(tc.name)); err != nil {
+							return err
+						}
+					}
+					return tx.ExecAtCommit(ctx, rows(tc.keys...))
+				})
+				if (err == nil) != tc.ok {
+					t.Fatalf("%s: %v", tc.name, err)
+				}
+				if n := count(); n != tc.total {
+					t.Fatalf("%s: %d rows, want %d", tc.name, n, tc.total)
+				}
+			}
+			// The connections went back to the pool usable.
+			for range 20 {
+				if err := db.WriteLocked(ctx, 4243, func(tx *storage.Tx) error {
+					var one int
+					return tx.QueryRow(ctx, `SELECT 1`).Scan(&one)
+				}); err != nil {
+					t.Fatal(err)
+				}
 			}
 		})
 		t.Run("the commit epoch moves with stream positions, before the hooks", func(t *testing.T) {

@@ -61,13 +61,10 @@ func (p *postgres) stats() Stats {
 }
 
 func (p *postgres) inTx(ctx context.Context, tx *Tx, fn func() error) error {
-	var opts pgx.TxOptions
 	if tx.lock != nil {
-		// Without arguments pgx sends this by the simple protocol, both
-		// statements in one message.
-		opts.BeginQuery = "BEGIN; SELECT pg_advisory_xact_lock(" + strconv.FormatInt(*tx.lock, 10) + ")"
+		return p.inPipeTx(ctx, tx, fn)
 	}
-	ptx, err := p.pool.BeginTx(ctx, opts)
+	ptx, err := p.pool.BeginTx(ctx, pgx.TxOptions{})
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", pgErr(err))
 	}
@@ -79,6 +76,103 @@ func (p *postgres) inTx(ctx context.Context, tx *Tx, fn func() error) error {
 	}
 	if err := ptx.Commit(ctx); err != nil {
 		return fmt.Errorf("storage: commit: %w", pgErr(err))
+	}
+	return nil
+}
+
+// pipeTx is the transaction of WriteLocked, which spends no round trip of
+// its own: BEGIN and the lock go with its first statements (with all of
+// a first Pipeline), and COMMIT with the statements queued by
+// ExecAtCommit. The persister, which commits one batch after another,
+// otherwise waited on two extra replies per batch. It is not a pgx.Tx:
+// River cannot enqueue jobs in it.
+type pipeTx struct {
+	conn *pgxpool.Conn
+	lock int64
+	// begun: BEGIN has been sent.
+	begun bool
+	// atCommit goes with COMMIT.
+	atCommit []Step
+}
+
+// opening returns the steps that begin the transaction, once.
+func (t *pipeTx) opening() []Step {
+	if t.begun {
+		return nil
+	}
+	t.begun = true
+	return []Step{{SQL: "BEGIN"}, {SQL: "SELECT pg_advisory_xact_lock($1)", Args: []any{t.lock}}}
+}
+
+// begin sends the opening steps on their own, before a lone statement.
+func (t *pipeTx) begin(ctx context.Context) error {
+	if t.begun {
+		return nil
+	}
+	t.begun = true
+	// Without arguments pgx sends this by the simple protocol, both
+	// statements in one message.
+	if _, err := t.conn.Exec(ctx, "BEGIN; SELECT pg_advisory_xact_lock("+strconv.FormatInt(t.lock, 10)+")"); err != nil {
+		return fmt.Errorf("storage: begin: %w", pgErr(err))
+	}
+	return nil
+}
+
+func (t *pipeTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if err := t.begin(ctx); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return t.conn.Exec(ctx, sql, args...)
+}
+
+func (t *pipeTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := t.begin(ctx); err != nil {
+		return nil, err
+	}
+	return t.conn.Query(ctx, sql, args...)
+}
+
+func (t *pipeTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if err := t.begin(ctx); err != nil {
+		return errRow{err}
+	}
+	return t.conn.QueryRow(ctx, sql, args...)
+}
+
+func (p *postgres) inPipeTx(ctx context.Context, tx *Tx, fn func() error) error {
+	conn, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("storage: begin: %w", pgErr(err))
+	}
+	// A connection released inside a transaction is closed by the pool
+	// rather than handed out again.
+	defer conn.Release()
+	t := &pipeTx{conn: conn, lock: *tx.lock}
+	tx.raw = t
+	tx.Querier = pgQuerier{t}
+	rollback := func() {
+		if conn.Conn().PgConn().TxStatus() != 'I' {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}
+	if err := fn(); err != nil {
+		rollback()
+		return err
+	}
+	if !t.begun && len(t.atCommit) == 0 {
+		return nil
+	}
+	if conn.Conn().PgConn().TxStatus() == 'E' {
+		// A statement failed and the caller went on: COMMIT would only
+		// roll back.
+		rollback()
+		return errors.New("storage: commit: the transaction failed earlier")
+	}
+	steps := append(t.atCommit, Step{SQL: "COMMIT"})
+	t.atCommit = nil
+	if err := tx.Pipeline(ctx, steps); err != nil {
+		rollback()
+		return fmt.Errorf("storage: commit: %w", err)
 	}
 	return nil
 }

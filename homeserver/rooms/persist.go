@@ -247,7 +247,8 @@ func (p *persister) run(ctx context.Context, reqs []*request) ([]result, []*Even
 				return err
 			}
 		}
-		if err := tx.ExecBatch(ctx, b.sql); err != nil {
+		// The rows go with COMMIT (one round trip on PostgreSQL).
+		if err := tx.ExecAtCommit(ctx, b.sql); err != nil {
 			return err
 		}
 		events, heads = b.events, b.heads
