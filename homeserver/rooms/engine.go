@@ -82,7 +82,9 @@ type Engine struct {
 	windows *lru.Cache[timelineKey, []storage.NIDPos]
 	// bundled remembers which events of a window have children to bundle,
 	// as of a committed position (aggregate); the maps are never modified.
-	bundled  *lru.Cache[string, map[string]bool]
+	bundled *lru.Cache[string, map[string]bool]
+	// news remembers the events committed last, for WindowNews.
+	news     *newsLog
 	keyNIDs  sync.Map // storage.StateKey → int64
 	keyNames sync.Map // int64 → storage.StateKey
 	metas    sync.Map // room nid → *roomMeta
@@ -116,6 +118,7 @@ func New(cfg Config, db *storage.DB, log *slog.Logger) *Engine {
 		snapAt:  lru.New[[2]int64, int64](50_000),
 		windows: lru.New[timelineKey, []storage.NIDPos](20_000),
 		bundled: lru.New[string, map[string]bool](20_000),
+		news:    newNewsLog(8192),
 	}
 	e.persister = newPersister(e)
 	return e

@@ -39,7 +39,21 @@ func TestRoomsWithEvents(t *testing.T) {
 	})
 }
 
-// TestWindowNews checks the one-read form against its two parts.
+// seenFrom is what a caller of WindowNews may use of the news: which
+// rooms moved after from, and whether their membership events did.
+func seenFrom(news map[string]RoomNews, from int64) map[string]bool {
+	out := map[string]bool{}
+	for r, n := range news {
+		if n.Last > from {
+			out[r] = n.LastMember > from
+		}
+	}
+	return out
+}
+
+// TestWindowNews checks the one-read form against its two parts, and the
+// answer from the events committed last against the database's, for
+// windows the log holds and windows it does not.
 func TestWindowNews(t *testing.T) {
 	forEachDB(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
@@ -53,10 +67,28 @@ func TestWindowNews(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		from, err := e.StreamPosition(ctx)
-		if err != nil {
+		// Positions taken as another instance sharing the database would:
+		// the log cannot vouch for the windows around them.
+		elsewhere := func() int64 {
+			t.Helper()
+			if err := db.Write(ctx, func(tx *storage.Tx) error {
+				_, err := tx.NextStreamPos(ctx, storage.EventsStream, 3)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			pos, err := e.StreamPosition(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return pos
+		}
+		before := elsewhere()
+		if _, err := e.Send(ctx, SendParams{RoomID: a, Sender: alice, Type: "m.room.message",
+			Content: content(map[string]any{"msgtype": "m.text", "body": "early"})}); err != nil {
 			t.Fatal(err)
 		}
+		from := elsewhere()
 		if _, err := e.Send(ctx, SendParams{RoomID: a, Sender: alice, Type: "m.room.message",
 			Content: content(map[string]any{"msgtype": "m.text", "body": "hi"})}); err != nil {
 			t.Fatal(err)
@@ -69,24 +101,51 @@ func TestWindowNews(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, user := range []string{alice, bob} {
-			changes, news, err := e.WindowNews(ctx, user, from, to, []string{a, b})
-			if err != nil {
-				t.Fatal(err)
+		after := elsewhere()
+		nids, _ := e.roomNIDs(ctx, []string{a, b})
+		for _, w := range []struct {
+			from, to int64
+			inLog    bool
+		}{
+			{from, to, true}, {from + 1, to, true}, {to, to, true},
+			{before, to, false}, {0, to, false}, {from, after, false}, {to, after, false},
+		} {
+			if _, _, inLog := e.news.window(alice, w.from, w.to, nids); inLog != w.inLog {
+				t.Fatalf("window %v: from the log %v", w, inLog)
 			}
-			wantChanges, err := e.MembershipChanges(ctx, user, from, to)
-			if err != nil {
-				t.Fatal(err)
-			}
-			wantNews, err := e.RoomsWithEvents(ctx, []string{a, b}, from)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(changes, wantChanges) || !reflect.DeepEqual(news, wantNews) {
-				t.Fatalf("%s: %+v %+v, want %+v %+v", user, changes, news, wantChanges, wantNews)
-			}
-			if len(news) != 2 || (user == bob) != (len(changes) == 1) {
-				t.Fatalf("%s: %d rooms with news, changes %+v", user, len(news), changes)
+			for _, user := range []string{alice, bob} {
+				changes, news, err := e.WindowNews(ctx, user, w.from, w.to, []string{a, b})
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantChanges, err := e.MembershipChanges(ctx, user, w.from, w.to)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantNews, err := e.RoomsWithEvents(ctx, []string{a, b}, w.from)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(changes) != 0 || len(wantChanges) != 0 {
+					if !reflect.DeepEqual(changes, wantChanges) {
+						t.Fatalf("%s %v: changes %+v, want %+v", user, w, changes, wantChanges)
+					}
+				}
+				if got, want := seenFrom(news, w.from), seenFrom(wantNews, w.from); !reflect.DeepEqual(got, want) {
+					t.Fatalf("%s %v: news %+v, want %+v", user, w, news, wantNews)
+				}
+				if w.from == from && w.to == to {
+					if len(news) != 2 || (user == bob) != (len(changes) == 1) {
+						t.Fatalf("%s: %d rooms with news, changes %+v", user, len(news), changes)
+					}
+					// Alice wrote in a; bob wrote nothing but his join in b.
+					if own := news[a].LastOwn > from; own != (user == alice) {
+						t.Fatalf("%s: own events in a: %v", user, own)
+					}
+					if own := news[b].LastOwn > from; own != (user == bob) {
+						t.Fatalf("%s: own events in b: %v", user, own)
+					}
+				}
 			}
 		}
 		if _, news, err := e.WindowNews(ctx, alice, from, to, nil); err != nil || len(news) != 0 {

@@ -252,6 +252,8 @@ func (p *persister) run(ctx context.Context, reqs []*request) ([]result, []*Even
 			return err
 		}
 		events, heads = b.events, b.heads
+		first, end := b.streamFirst, b.streamEnd
+		tx.AfterCommit(func() { p.e.news.commit(first, end, events) })
 		for _, ev := range b.events {
 			ev := ev
 			tx.AfterCommit(func() { p.e.events.Put(ev.NID, ev) })
@@ -301,7 +303,10 @@ type batch struct {
 
 	nid, nidEnd       int64
 	stream, streamEnd int64
-	snap, snapEnd     int64
+	// streamFirst is the first events-stream position the batch reserved:
+	// its reservations are one run [streamFirst, streamEnd).
+	streamFirst   int64
+	snap, snapEnd int64
 }
 
 func newBatch(ctx context.Context, p *persister, tx *storage.Tx, reqs []*request) *batch {
@@ -336,6 +341,7 @@ func (b *batch) start() error {
 	b.txns, b.rooms = st.Txns, st.Rooms
 	b.nid, b.nidEnd = st.FirstNID, st.FirstNID+nids
 	b.stream, b.streamEnd = st.FirstStream, st.FirstStream+streams
+	b.streamFirst = st.FirstStream
 	return nil
 }
 

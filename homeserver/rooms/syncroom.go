@@ -75,14 +75,19 @@ func latestMemberships(cs []storage.MembershipChange) []RoomMembership {
 }
 
 // WindowNews is MembershipChanges and RoomsWithEvents read together, for
-// a sync that expects the user's memberships unchanged (one round trip);
-// its news also tell how far the user's own events in each room reached
-// (LastOwn).
+// a sync that expects the user's memberships unchanged (one round trip,
+// or none when the window is among the events committed last); its news
+// also tell how far the user's own events in each room reached (LastOwn).
+// The positions in the news are to be compared with from only: they may
+// stop at the newest inside the window or go past it.
 func (e *Engine) WindowNews(ctx context.Context, user string, from, to int64, roomIDs []string) ([]RoomMembership, map[string]RoomNews, error) {
 	nids, byNID := e.roomNIDs(ctx, roomIDs)
-	cs, latest, err := e.store.WindowNews(ctx, user, from, to, nids)
-	if err != nil {
-		return nil, nil, err
+	cs, latest, ok := e.news.window(user, from, to, nids)
+	if !ok {
+		var err error
+		if cs, latest, err = e.store.WindowNews(ctx, user, from, to, nids); err != nil {
+			return nil, nil, err
+		}
 	}
 	return latestMemberships(cs), newsAfter(latest, byNID, from), nil
 }
