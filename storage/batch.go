@@ -186,31 +186,11 @@ func (tx *Tx) Pipeline(ctx context.Context, steps []Step) error {
 	if len(steps) == 0 {
 		return nil
 	}
-	var b pgBatcher
-	var open []Step
 	switch raw := tx.raw.(type) {
 	case pgx.Tx:
-		b = raw
+		return pgPipeline(ctx, raw, nil, steps)
 	case *pipeTx:
-		b, open = raw.conn, raw.opening()
-	}
-	if b != nil {
-		all := append(open, steps...)
-		pb := &pgx.Batch{}
-		for _, s := range all {
-			pb.Queue(s.SQL, s.Args...)
-		}
-		res := b.SendBatch(ctx, pb)
-		for i, s := range all {
-			if err := pgStep(res, s); err != nil {
-				_ = res.Close()
-				if i < len(open) {
-					return fmt.Errorf("storage: begin: %w", err)
-				}
-				return fmt.Errorf("statement %d of %d: %w", i-len(open), len(steps), err)
-			}
-		}
-		return pgErr(res.Close())
+		return pgPipeline(ctx, raw.conn, raw.opening(), steps)
 	}
 	for i, s := range steps {
 		if err := tx.step(ctx, s); err != nil {
@@ -218,6 +198,27 @@ func (tx *Tx) Pipeline(ctx context.Context, steps []Step) error {
 		}
 	}
 	return nil
+}
+
+// pgPipeline sends open (the steps that begin a transaction) and steps in
+// one pgx batch and reads their results in order.
+func pgPipeline(ctx context.Context, b pgBatcher, open, steps []Step) error {
+	all := append(open, steps...)
+	pb := &pgx.Batch{}
+	for _, s := range all {
+		pb.Queue(s.SQL, s.Args...)
+	}
+	res := b.SendBatch(ctx, pb)
+	for i, s := range all {
+		if err := pgStep(res, s); err != nil {
+			_ = res.Close()
+			if i < len(open) {
+				return fmt.Errorf("storage: begin: %w", err)
+			}
+			return fmt.Errorf("statement %d of %d: %w", i-len(open), len(steps), err)
+		}
+	}
+	return pgErr(res.Close())
 }
 
 // pgBatcher sends a pgx batch: pgx.Tx, or the connection of a pipeTx.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -106,14 +105,8 @@ func (t *pipeTx) opening() []Step {
 
 // begin sends the opening steps on their own, before a lone statement.
 func (t *pipeTx) begin(ctx context.Context) error {
-	if t.begun {
-		return nil
-	}
-	t.begun = true
-	// Without arguments pgx sends this by the simple protocol, both
-	// statements in one message.
-	if _, err := t.conn.Exec(ctx, "BEGIN; SELECT pg_advisory_xact_lock("+strconv.FormatInt(t.lock, 10)+")"); err != nil {
-		return fmt.Errorf("storage: begin: %w", pgErr(err))
+	if open := t.opening(); open != nil {
+		return pgPipeline(ctx, t.conn, open, nil)
 	}
 	return nil
 }
