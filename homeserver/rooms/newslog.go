@@ -93,20 +93,14 @@ func (l *newsLog) window(user string, from, to int64, rooms []int64) (changes []
 	if j-i > maxNewsScan {
 		return nil, nil, false
 	}
-	want := make(map[int64]bool, len(rooms))
-	for _, r := range rooms {
-		want[r] = true
-	}
-	news = map[int64]storage.RoomStreams{}
+	// The rooms the window touches are few; the user's may be many.
+	moved := map[int64]storage.RoomStreams{}
 	for _, e := range l.ent[i:j] {
 		if e.isMember && e.member == user {
 			changes = append(changes, storage.MembershipChange{RoomNID: e.roomNID, RoomID: e.roomID, EventNID: e.eventNID,
 				Membership: e.membership, StreamPos: e.pos})
 		}
-		if !want[e.roomNID] {
-			continue
-		}
-		n := news[e.roomNID]
+		n := moved[e.roomNID]
 		n.Last = e.pos
 		if e.isMember {
 			n.LastMember = e.pos
@@ -114,7 +108,13 @@ func (l *newsLog) window(user string, from, to int64, rooms []int64) (changes []
 		if e.sender == user {
 			n.LastOwn = e.pos
 		}
-		news[e.roomNID] = n
+		moved[e.roomNID] = n
+	}
+	news = make(map[int64]storage.RoomStreams, min(len(moved), len(rooms)))
+	for _, r := range rooms {
+		if n, ok := moved[r]; ok {
+			news[r] = n
+		}
 	}
 	return changes, news, true
 }
