@@ -1,9 +1,7 @@
 package rooms
 
 import (
-	"sort"
-	"sync"
-
+	"github.com/parley-chat/parley/internal/streamlog"
 	"github.com/parley-chat/parley/storage"
 )
 
@@ -11,30 +9,14 @@ import (
 // in stream order, so that a sync woken by a commit learns which of the
 // user's rooms moved, and whether the user's memberships changed, without
 // a read: with many members following a busy room, that read was one of
-// the few statements every wake-up cost.
-//
-// It answers only for a window it holds whole. Every events-stream
-// position is reserved by a persisting transaction, which holds the
-// stream's row until it ends, so one transaction's positions are
-// contiguous; when a commit's first position is not where the previous
-// one of this instance ended, another instance (or a commit whose outcome
-// was not seen) took the positions between, and the log starts again from
-// there. A window reaching beyond the last commit the log saw, or before
-// what it keeps, is read from the database.
-type newsLog struct {
-	mu  sync.RWMutex
-	ent []newsEntry
-	// Every event with base < position < next is in ent; next is 0 until
-	// the first commit.
-	base, next int64
-	// keep is how many entries survive a trim; up to twice that are held.
-	keep int
-}
+// the few statements every wake-up cost. It answers only for windows it
+// holds whole (streamlog).
+type newsLog struct{ log *streamlog.Log[newsEntry] }
 
 // newsEntry is what a sync needs to know about one committed event.
 type newsEntry struct {
-	pos, roomNID, eventNID int64
-	roomID, sender         string
+	roomNID, eventNID int64
+	roomID, sender    string
 	// member is the state key of an m.room.member event; isMember tells
 	// it from an event that is none.
 	member, membership string
@@ -45,37 +27,27 @@ type newsEntry struct {
 // behind reads the database, whose indexes go by room.
 const maxNewsScan = 4096
 
-func newNewsLog(keep int) *newsLog { return &newsLog{keep: keep} }
+func newNewsLog(keep int) *newsLog { return &newsLog{log: streamlog.New[newsEntry](keep)} }
 
 // commit records a committed transaction that reserved the events-stream
 // positions [first, end) and wrote evs (in stream order; events without
 // a position are skipped).
 func (l *newsLog) commit(first, end int64, evs []*Event) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if first != l.next {
-		l.ent = l.ent[:0]
-		l.base = first - 1
-	}
+	items := make([]streamlog.Item[newsEntry], 0, len(evs))
 	for _, ev := range evs {
 		if ev.StreamPos == nil {
 			continue
 		}
-		e := newsEntry{pos: *ev.StreamPos, roomNID: ev.RoomNID, eventNID: ev.NID, roomID: ev.RoomID, sender: ev.Sender}
+		e := newsEntry{roomNID: ev.RoomNID, eventNID: ev.NID, roomID: ev.RoomID, sender: ev.Sender}
 		if ev.Type == "m.room.member" && ev.StateKey != nil {
 			e.isMember, e.member = true, *ev.StateKey
 			if ev.Membership != nil {
 				e.membership = *ev.Membership
 			}
 		}
-		l.ent = append(l.ent, e)
+		items = append(items, streamlog.Item[newsEntry]{Pos: *ev.StreamPos, V: e})
 	}
-	l.next = end
-	if len(l.ent) > 2*l.keep {
-		drop := len(l.ent) - l.keep
-		l.base = l.ent[drop-1].pos
-		l.ent = append(l.ent[:0:0], l.ent[drop:]...)
-	}
+	l.log.Commit(first, end, items)
 }
 
 // window answers storage.Rooms.WindowNews for (from, to] from memory; ok
@@ -83,32 +55,26 @@ func (l *newsLog) commit(first, end int64, evs []*Event) {
 // newest positions inside the window (a room without events there is
 // absent), which is all a caller comparing them with from can use.
 func (l *newsLog) window(user string, from, to int64, rooms []int64) (changes []storage.MembershipChange, news map[int64]storage.RoomStreams, ok bool) {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	if l.next == 0 || from < l.base || to >= l.next || from > to {
-		return nil, nil, false
-	}
-	i := sort.Search(len(l.ent), func(i int) bool { return l.ent[i].pos > from })
-	j := sort.Search(len(l.ent), func(i int) bool { return l.ent[i].pos > to })
-	if j-i > maxNewsScan {
-		return nil, nil, false
-	}
 	// The rooms the window touches are few; the user's may be many.
 	moved := map[int64]storage.RoomStreams{}
-	for _, e := range l.ent[i:j] {
+	held := l.log.Window(from, to, maxNewsScan, func(pos int64, e newsEntry) bool {
 		if e.isMember && e.member == user {
 			changes = append(changes, storage.MembershipChange{RoomNID: e.roomNID, RoomID: e.roomID, EventNID: e.eventNID,
-				Membership: e.membership, StreamPos: e.pos})
+				Membership: e.membership, StreamPos: pos})
 		}
 		n := moved[e.roomNID]
-		n.Last = e.pos
+		n.Last = pos
 		if e.isMember {
-			n.LastMember = e.pos
+			n.LastMember = pos
 		}
 		if e.sender == user {
-			n.LastOwn = e.pos
+			n.LastOwn = pos
 		}
 		moved[e.roomNID] = n
+		return true
+	})
+	if !held {
+		return nil, nil, false
 	}
 	news = make(map[int64]storage.RoomStreams, min(len(moved), len(rooms)))
 	for _, r := range rooms {
