@@ -28,13 +28,13 @@ func (s *Server) wirePush() error {
 
 	h := s.rooms.Hooks()
 	prev := h.InTx
-	h.InTx = func(ctx context.Context, tx *storage.Tx, b *storage.Batch, events []*rooms.Event) error {
+	h.InTx = func(ctx context.Context, tx *storage.Tx, b *storage.Batch, span rooms.Span, events []*rooms.Event) error {
 		if prev != nil {
-			if err := prev(ctx, tx, b, events); err != nil {
+			if err := prev(ctx, tx, b, span, events); err != nil {
 				return err
 			}
 		}
-		return s.push.OnEvents(ctx, tx, b, events)
+		return s.push.OnEvents(ctx, tx, b, span, events)
 	}
 	s.rooms.SetHooks(h)
 

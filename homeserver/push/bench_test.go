@@ -64,7 +64,7 @@ func BenchmarkOnEvents(b *testing.B) {
 				start := time.Now()
 				for range b.N {
 					batch := &storage.Batch{}
-					if err := en.push.OnEvents(ctx, nil, batch, []*rooms.Event{ev}); err != nil {
+					if err := en.push.OnEvents(ctx, nil, batch, rooms.Span{}, []*rooms.Event{ev}); err != nil {
 						b.Fatal(err)
 					}
 					if batch.Len() == 0 {

@@ -489,9 +489,13 @@ func (e *Engine) countsAfter(ctx context.Context, user string, want []storage.Pu
 			ask[i].After = max(w.After, c.upTo)
 		}
 	}
-	fresh, err := e.store.PushCountsBetween(ctx, user, ask, threads, upper)
-	if err != nil {
-		return nil, err
+	// Rows decided within countTTL cannot have been pruned.
+	fresh, ok := e.recent.counts(user, ask, threads, upper, now.Add(-countTTL).UnixMilli())
+	if !ok {
+		var err error
+		if fresh, err = e.store.PushCountsBetween(ctx, user, ask, threads, upper); err != nil {
+			return nil, err
+		}
 	}
 	// Counts of each wanted entry by thread; fresh rows land on the entry
 	// they were asked for (a room, or a room and thread).

@@ -75,7 +75,7 @@ func newEnvHooked(t testing.TB, db *storage.DB, push bool) *env {
 		events: map[string]*rooms.Event{}}
 	en.push = New(Config{}, db, re, en.ad, quietLog())
 	en.push.SetReceipts(en.receipts)
-	var inTx func(context.Context, *storage.Tx, *storage.Batch, []*rooms.Event) error
+	var inTx func(context.Context, *storage.Tx, *storage.Batch, rooms.Span, []*rooms.Event) error
 	if push {
 		inTx = en.push.OnEvents
 	}

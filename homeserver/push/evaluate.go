@@ -45,8 +45,27 @@ const minShared = 3
 // committed data (the batch's own rows are not written yet): membership
 // and power level changes earlier in the batch are replayed from the
 // events themselves. What it caches for later batches it keeps only once
-// tx commits (tx nil, outside a transaction, keeps it at once).
-func (e *Engine) OnEvents(ctx context.Context, tx *storage.Tx, b *storage.Batch, events []*rooms.Event) error {
+// tx commits (tx nil, outside a transaction, keeps it at once); the rows
+// of a transaction that reserved span go to the push log then.
+func (e *Engine) OnEvents(ctx context.Context, tx *storage.Tx, b *storage.Batch, span rooms.Span, events []*rooms.Event) error {
+	var rows []storage.PushAction
+	var srows []storage.SharedPushAction
+	if span.End > 0 {
+		roomIDs := map[int64]string{}
+		for _, ev := range events {
+			roomIDs[ev.RoomNID] = ev.RoomID
+		}
+		// Every batch is logged, even one without rows: the log keeps
+		// only windows it saw every commit of.
+		keep := func() { e.recent.commit(span.First, span.End, rows, srows, roomIDs) }
+		defer func() {
+			if tx != nil {
+				tx.AfterCommit(keep)
+			} else {
+				keep()
+			}
+		}()
+	}
 	var order []string
 	byRoom := map[string][]*rooms.Event{}
 	byID := map[string]*rooms.Event{}
@@ -103,13 +122,13 @@ func (e *Engine) OnEvents(ctx context.Context, tx *storage.Tx, b *storage.Batch,
 		threads = map[string]string{}
 	}
 	ts := e.now().UnixMilli()
-	rows := make([]storage.PushAction, len(acts))
+	rows = make([]storage.PushAction, len(acts))
 	for i, p := range acts {
 		rows[i] = storage.PushAction{UserID: p.user, RoomNID: p.ev.RoomNID, StreamPos: *p.ev.StreamPos,
 			ThreadID: threadOr(threads, p.ev.EventID), Highlight: p.rule.highlight, Actions: p.rule.actions, TS: ts}
 	}
 	e.store.AddPushActions(b, rows)
-	srows := make([]storage.SharedPushAction, len(shared))
+	srows = make([]storage.SharedPushAction, len(shared))
 	for i, p := range shared {
 		srows[i] = storage.SharedPushAction{RoomNID: p.ev.RoomNID, StreamPos: *p.ev.StreamPos, ThreadID: threadOr(threads, p.ev.EventID),
 			Highlight: p.rule.highlight, Actions: p.rule.actions, TS: ts, Skips: p.skips}

@@ -14,7 +14,9 @@
 //	               position, thread, highlight, actions) in the batch
 //
 //	sync ──► Counts: rows after each room's read-up-to position
-//	         (receipts, and the user's own newest event), per thread
+//	         (receipts, and the user's own newest event), per thread;
+//	         counted once, then topped up with the rows committed since,
+//	         from memory (pushLog) when this instance committed them
 //
 // Counts follow MSC3771: an unthreaded receipt reads everything up to its
 // event, a threaded one (thread_id "main" or a thread root) only that
@@ -95,6 +97,8 @@ type Engine struct {
 	// roomCtx keeps rooms' push contexts between batches (evaluateRoom);
 	// only the persister's goroutine uses them.
 	roomCtx *lru.Cache[string, roomContext]
+	// recent holds the push actions committed last, for counts from memory.
+	recent *pushLog
 	// countCache keeps unread counts between syncs (counts.go).
 	countCache *lru.Cache[countKey, countEntry]
 	// inputs keeps rooms' count inputs by the position they were read for
@@ -131,6 +135,7 @@ func New(cfg Config, db *storage.DB, roomsEngine *rooms.Engine, accounts Account
 		users:      lru.New[string, userEntry](100_000),
 		names:      lru.New[string, *regexp.Regexp](10_000),
 		roomCtx:    lru.New[string, roomContext](2_000),
+		recent:     newPushLog(8192),
 		countCache: lru.New[countKey, countEntry](100_000),
 		inputs:     lru.New[inputsKey, roomInputs](100_000),
 	}

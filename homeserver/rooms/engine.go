@@ -56,11 +56,17 @@ type Config struct {
 // importing them.
 type Hooks struct {
 	// InTx runs inside the persisting transaction once a batch's events
-	// are queued for writing (push actions, notification counts).
-	InTx func(ctx context.Context, tx *storage.Tx, b *storage.Batch, events []*Event) error
+	// are queued for writing (push actions, notification counts); span
+	// is the run of events-stream positions the batch reserved. It runs
+	// for every batch, even one that persisted no event.
+	InTx func(ctx context.Context, tx *storage.Tx, b *storage.Batch, span Span, events []*Event) error
 	// Persisted runs after a batch has committed (wake-ups, federation).
 	Persisted func(events []*Event)
 }
+
+// Span is the run of events-stream positions [First, End) one persisting
+// transaction reserved: the positions of its events, and of none other.
+type Span struct{ First, End int64 }
 
 // Engine is the room engine.
 type Engine struct {

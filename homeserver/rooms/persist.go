@@ -242,8 +242,8 @@ func (p *persister) run(ctx context.Context, reqs []*request) ([]result, []*Even
 			results[i] = res
 		}
 		b.flushHeads()
-		if p.e.hooks.InTx != nil && len(b.events) > 0 {
-			if err := p.e.hooks.InTx(ctx, tx, b.sql, b.events); err != nil {
+		if p.e.hooks.InTx != nil {
+			if err := p.e.hooks.InTx(ctx, tx, b.sql, Span{First: b.streamFirst, End: b.streamEnd}, b.events); err != nil {
 				return err
 			}
 		}
