@@ -93,6 +93,10 @@ func TestWindowNews(t *testing.T) {
 			Content: content(map[string]any{"msgtype": "m.text", "body": "hi"})}); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := e.Send(ctx, SendParams{RoomID: a, Sender: alice, Type: "m.room.message",
+			Content: content(map[string]any{"msgtype": "m.text", "body": "and again"})}); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := e.Send(ctx, SendParams{RoomID: b, Sender: bob, Type: "m.room.member", StateKey: ptr(bob),
 			Content: content(map[string]any{"membership": "join"})}); err != nil {
 			t.Fatal(err)
@@ -112,6 +116,32 @@ func TestWindowNews(t *testing.T) {
 		} {
 			if _, _, inLog := e.news.window(alice, w.from, w.to, nids); inLog != w.inLog {
 				t.Fatalf("window %v: from the log %v", w, inLog)
+			}
+			for _, nid := range nids {
+				for _, limit := range []int{1, 2, 50} {
+					got, inLog := e.news.timeline(nid, w.from, w.to, limit)
+					if inLog != w.inLog {
+						t.Fatalf("timeline of %d in %v: from the log %v", nid, w, inLog)
+					}
+					want, err := db.Rooms().TimelineNIDsByStream(ctx, nid, w.from, w.to, limit)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if inLog && !reflect.DeepEqual(got, want) && len(got)+len(want) > 0 {
+						t.Fatalf("timeline of %d in %v, limit %d: %v, want %v", nid, w, limit, got, want)
+					}
+				}
+				snap, inLog := e.news.stateAt(nid, w.to)
+				want, err := db.Rooms().StateAfterAtStream(ctx, nid, w.to)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if inLog && snap != want {
+					t.Fatalf("state of %d at %d: %d, want %d", nid, w.to, snap, want)
+				}
+				if w.to == to && !inLog {
+					t.Fatalf("state of %d at %d not from the log", nid, w.to)
+				}
 			}
 			for _, user := range []string{alice, bob} {
 				changes, news, err := e.WindowNews(ctx, user, w.from, w.to, []string{a, b})

@@ -1,6 +1,8 @@
 package rooms
 
 import (
+	"slices"
+
 	"github.com/parley-chat/parley/internal/streamlog"
 	"github.com/parley-chat/parley/storage"
 )
@@ -16,7 +18,9 @@ type newsLog struct{ log *streamlog.Log[newsEntry] }
 // newsEntry is what a sync needs to know about one committed event.
 type newsEntry struct {
 	roomNID, eventNID int64
-	roomID, sender    string
+	// stateAfter is the room's state snapshot after the event (0: none).
+	stateAfter     int64
+	roomID, sender string
 	// member is the state key of an m.room.member event; isMember tells
 	// it from an event that is none.
 	member, membership string
@@ -38,7 +42,7 @@ func (l *newsLog) commit(first, end int64, evs []*Event) {
 		if ev.StreamPos == nil {
 			continue
 		}
-		e := newsEntry{roomNID: ev.RoomNID, eventNID: ev.NID, roomID: ev.RoomID, sender: ev.Sender}
+		e := newsEntry{roomNID: ev.RoomNID, eventNID: ev.NID, roomID: ev.RoomID, sender: ev.Sender, stateAfter: deref(ev.StateAfter)}
 		if ev.Type == "m.room.member" && ev.StateKey != nil {
 			e.isMember, e.member = true, *ev.StateKey
 			if ev.Membership != nil {
@@ -83,4 +87,32 @@ func (l *newsLog) window(user string, from, to int64, rooms []int64) (changes []
 		}
 	}
 	return changes, news, true
+}
+
+// timeline answers storage.Rooms.TimelineNIDsByStream from memory: the
+// room's events with lower < position ≤ upper, newest first, at most
+// limit.
+func (l *newsLog) timeline(roomNID, lower, upper int64, limit int) ([]storage.NIDPos, bool) {
+	if limit <= 0 {
+		return nil, false
+	}
+	var out []storage.NIDPos
+	held := l.log.Window(lower, upper, maxNewsScan, func(pos int64, e newsEntry) bool {
+		if e.roomNID == roomNID {
+			out = append(out, storage.NIDPos{NID: e.eventNID, Stream: pos})
+		}
+		return true
+	})
+	if !held {
+		return nil, false
+	}
+	slices.Reverse(out)
+	return out[:min(len(out), limit)], true
+}
+
+// stateAt answers storage.Rooms.StateAfterAtStream from memory: the state
+// after the room's newest event at or before pos.
+func (l *newsLog) stateAt(roomNID, pos int64) (int64, bool) {
+	_, e, ok := l.log.Latest(pos, maxNewsScan, func(e newsEntry) bool { return e.roomNID == roomNID })
+	return e.stateAfter, ok
 }

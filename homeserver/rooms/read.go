@@ -245,6 +245,9 @@ func finalAt[K comparable, V any](cache *lru.Cache[K, V], key K, final bool, rea
 // snapshotAtStream returns the room state after its last event at or
 // before a stream position (0 if none).
 func (e *Engine) snapshotAtStream(ctx context.Context, m *roomMeta, stream int64) (int64, error) {
+	if s, ok := e.news.stateAt(m.NID, stream); ok {
+		return s, nil
+	}
 	return e.store.StateAfterAtStream(ctx, m.NID, stream)
 }
 

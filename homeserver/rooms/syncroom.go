@@ -319,6 +319,9 @@ type timelineKey struct {
 // window, and events never leave a committed stream position.
 func (e *Engine) timelineNIDs(ctx context.Context, m *roomMeta, lower, upper int64, limit int, committed int64) ([]storage.NIDPos, error) {
 	return finalAt(e.windows, timelineKey{m.NID, lower, upper, limit}, upper <= committed, func() ([]storage.NIDPos, error) {
+		if nids, ok := e.news.timeline(m.NID, lower, upper, limit); ok {
+			return nids, nil
+		}
 		return e.store.TimelineNIDsByStream(ctx, m.NID, lower, upper, limit)
 	})
 }

@@ -81,3 +81,22 @@ func (l *Log[T]) Window(from, to int64, maxScan int, fn func(pos int64, v T) boo
 	}
 	return true
 }
+
+// Latest finds the newest entry at or before position to that match
+// accepts, looking at most at maxScan entries. ok is false when the log
+// does not hold to, or when no entry it holds up to there matches (one
+// before what it keeps may).
+func (l *Log[T]) Latest(to int64, maxScan int, match func(v T) bool) (pos int64, v T, ok bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.next == 0 || to < l.base || to >= l.next {
+		return 0, v, false
+	}
+	j := sort.Search(len(l.ent), func(i int) bool { return l.ent[i].Pos > to })
+	for i := j - 1; i >= 0 && j-i <= maxScan; i-- {
+		if match(l.ent[i].V) {
+			return l.ent[i].Pos, l.ent[i].V, true
+		}
+	}
+	return 0, v, false
+}

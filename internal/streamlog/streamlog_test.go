@@ -86,3 +86,35 @@ func TestWindowWalk(t *testing.T) {
 		t.Fatal("a walk fn gave up on reported held")
 	}
 }
+
+// TestLatest checks the newest matching entry at or before a position,
+// and when the log cannot tell.
+func TestLatest(t *testing.T) {
+	l := New[int64](100)
+	l.Commit(5, 9, []Item[int64]{{Pos: 5, V: 1}, {Pos: 6, V: 2}, {Pos: 8, V: 1}})
+	l.Commit(9, 12, []Item[int64]{{Pos: 10, V: 2}})
+	is := func(want int64) func(int64) bool { return func(v int64) bool { return v == want } }
+	for _, tc := range []struct {
+		name    string
+		to      int64
+		match   func(int64) bool
+		maxScan int
+		pos     int64
+		ok      bool
+	}{
+		{name: "newest", to: 11, match: is(2), maxScan: 10, pos: 10, ok: true},
+		{name: "at or before to", to: 9, match: is(2), maxScan: 10, pos: 6, ok: true},
+		{name: "at to", to: 8, match: is(1), maxScan: 10, pos: 8, ok: true},
+		{name: "none held", to: 11, match: is(3), maxScan: 10},
+		{name: "beyond the scan", to: 11, match: is(1), maxScan: 1},
+		{name: "past the last commit", to: 12, match: is(2), maxScan: 10},
+		{name: "before what is held", to: 3, match: is(1), maxScan: 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pos, _, ok := l.Latest(tc.to, tc.maxScan, tc.match)
+			if ok != tc.ok || pos != tc.pos {
+				t.Fatalf("Latest(%d) = %d, %v; want %d, %v", tc.to, pos, ok, tc.pos, tc.ok)
+			}
+		})
+	}
+}
