@@ -26,6 +26,12 @@ func (s *Server) wireNotifier() error {
 				order = append(order, ev.RoomID)
 				extra[ev.RoomID] = nil
 			}
+			// The room's current state, its members with it, changes
+			// with a state event, or with one that merges the DAG's
+			// branches (state resolution).
+			if ev.IsState() || (ev.PDU != nil && len(ev.PDU.PrevEvents) != 1) {
+				s.notifier.MembersChanged(ev.RoomID)
+			}
 			if ev.Type == "m.room.member" && ev.StateKey != nil && strings.HasSuffix(*ev.StateKey, ":"+s.cfg.ServerName) {
 				extra[ev.RoomID] = append(extra[ev.RoomID], *ev.StateKey)
 			}

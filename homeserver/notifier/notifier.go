@@ -31,6 +31,8 @@ type Notifier struct {
 	log     *slog.Logger
 	members Members
 	bus     *storage.Bus
+	cache   *memberCache
+	now     func() time.Time
 
 	mu    sync.Mutex
 	users map[string]*userState
@@ -56,7 +58,8 @@ type userState struct {
 
 // New builds a notifier. bus may be nil (single instance).
 func New(log *slog.Logger, members Members, bus *storage.Bus) *Notifier {
-	n := &Notifier{log: log, members: members, bus: bus, users: map[string]*userState{}, all: make(chan struct{}),
+	n := &Notifier{log: log, members: members, bus: bus, cache: newMemberCache(10_000), now: time.Now,
+		users: map[string]*userState{}, all: make(chan struct{}),
 		pending: map[string][]string{}, kick: make(chan struct{}, 1)}
 	if bus != nil {
 		bus.Subscribe(busChannel, n.fromBus)
@@ -221,7 +224,7 @@ func (n *Notifier) NotifyUsers(users ...string) {
 // NotifyRoom wakes a room's local members (and extra users, such as one
 // who just left) here and on the other instances.
 func (n *Notifier) NotifyRoom(roomID string, extra ...string) {
-	n.wakeRoomLocal(roomID, extra)
+	n.wakeRoomLocal(roomID, extra, false)
 	msg := "r:" + roomID
 	if len(extra) > 0 {
 		msg += "\n" + strings.Join(extra, "\n")
@@ -229,14 +232,28 @@ func (n *Notifier) NotifyRoom(roomID string, extra ...string) {
 	n.publish(msg)
 }
 
-func (n *Notifier) wakeRoomLocal(roomID string, extra []string) {
+// MembersChanged tells that a room's local members may have changed
+// through this instance (before its wake-up is asked for): the next
+// wake-up reads them again.
+func (n *Notifier) MembersChanged(roomID string) { n.cache.invalidate(roomID) }
+
+// wakeRoomLocal wakes the room's local members and extra; fresh reads
+// the members even when a list is cached.
+func (n *Notifier) wakeRoomLocal(roomID string, extra []string, fresh bool) {
 	users := append([]string(nil), extra...)
 	if n.members != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		m, err := n.members.LocalMembers(ctx, roomID)
-		cancel()
-		if err != nil {
-			n.log.Warn("notifier: could not list room members", "room", roomID, "err", err)
+		now := n.now()
+		m, gen, ok := n.cache.get(roomID, now)
+		if !ok || fresh {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			var err error
+			m, err = n.members.LocalMembers(ctx, roomID)
+			cancel()
+			if err != nil {
+				n.log.Warn("notifier: could not list room members", "room", roomID, "err", err)
+			} else {
+				n.cache.put(roomID, m, gen, now)
+			}
 		}
 		users = append(users, m...)
 	}
@@ -266,6 +283,6 @@ func (n *Notifier) fromBus(payload string) {
 		n.wakeLocal(strings.Split(payload[2:], "\n"))
 	case strings.HasPrefix(payload, "r:"):
 		parts := strings.Split(payload[2:], "\n")
-		n.wakeRoomLocal(parts[0], parts[1:])
+		n.wakeRoomLocal(parts[0], parts[1:], true)
 	}
 }

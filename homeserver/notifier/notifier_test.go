@@ -97,6 +97,9 @@ func TestNotifyRoomSoon(t *testing.T) {
 	genA, genC := n.Generation("@a"), n.Generation("@c")
 	n.NotifyRoomSoon("!r")
 	<-m.calls // the worker is inside the first lookup, held
+	// A membership change while the lookup is held: the list it reads is
+	// not kept, and the next wake-up looks the members up again.
+	n.MembersChanged("!r")
 	n.NotifyRoomSoon("!r")
 	n.NotifyRoomSoon("!r", "@c")
 	close(m.hold)
@@ -112,5 +115,49 @@ func TestNotifyRoomSoon(t *testing.T) {
 	case r := <-m.calls:
 		t.Fatalf("another lookup for %s: queued wake-ups were not coalesced", r)
 	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// countingMembers counts lookups.
+type countingMembers struct {
+	fakeMembers
+	n int
+}
+
+func (c *countingMembers) LocalMembers(ctx context.Context, room string) ([]string, error) {
+	c.n++
+	return c.fakeMembers.LocalMembers(ctx, room)
+}
+
+// TestMemberCache checks when a room's member list is looked up again.
+func TestMemberCache(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tc := range []struct {
+		name    string
+		between func(n *Notifier, clock *time.Time)
+		lookups int
+	}{
+		{"kept between wake-ups", func(*Notifier, *time.Time) {}, 1},
+		{"a state change drops it", func(n *Notifier, _ *time.Time) { n.MembersChanged("!r") }, 2},
+		{"another room's change does not", func(n *Notifier, _ *time.Time) { n.MembersChanged("!other") }, 1},
+		{"a wake-up from another instance reads afresh", func(n *Notifier, _ *time.Time) { n.fromBus("r:!r") }, 2},
+		{"expires", func(_ *Notifier, clock *time.Time) { *clock = clock.Add(memberTTL) }, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &countingMembers{fakeMembers: fakeMembers{"!r": {"@a"}}}
+			n := New(quiet, m, nil)
+			clock := time.Unix(1000, 0)
+			n.now = func() time.Time { return clock }
+			n.NotifyRoom("!r")
+			tc.between(n, &clock)
+			gen := n.Generation("@a")
+			n.NotifyRoom("!r")
+			if n.Generation("@a") == gen {
+				t.Fatal("the member was not woken")
+			}
+			if m.n != tc.lookups {
+				t.Fatalf("%d lookups, want %d", m.n, tc.lookups)
+			}
+		})
 	}
 }
