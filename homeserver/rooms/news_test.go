@@ -183,3 +183,75 @@ func TestWindowNews(t *testing.T) {
 		}
 	})
 }
+
+// TestWithBundledFromLog checks which events have bundled relations, as
+// the log tells, against the database, at every position of a window with
+// threads, edits, references and reactions.
+func TestWithBundledFromLog(t *testing.T) {
+	forEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		e := newTestEngine(t, db)
+		alice := "@alice:local.test"
+		room, err := e.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		send := func(body string, rel map[string]any) string {
+			t.Helper()
+			c := map[string]any{"msgtype": "m.text", "body": body}
+			if rel != nil {
+				c["m.relates_to"] = rel
+			}
+			id, err := e.Send(ctx, SendParams{RoomID: room, Sender: alice, Type: "m.room.message", Content: content(c)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return id
+		}
+		root, edited, referred, reacted, plain := send("root", nil), send("edited", nil), send("referred", nil), send("reacted", nil), send("plain", nil)
+		send("in the thread", map[string]any{"rel_type": "m.thread", "event_id": root})
+		send("* edit", map[string]any{"rel_type": "m.replace", "event_id": edited})
+		if _, err := e.Send(ctx, SendParams{RoomID: room, Sender: alice, Type: "m.reaction",
+			Content: content(map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": reacted, "key": "👍"}})}); err != nil {
+			t.Fatal(err)
+		}
+		send("see above", map[string]any{"rel_type": "m.reference", "event_id": referred})
+		end, err := e.StreamPosition(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := e.eventsByID(ctx, db.Read(), []string{root, edited, referred, reacted, plain})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var parents []*Event
+		var ids []string
+		for _, ev := range evs {
+			parents = append(parents, ev)
+			ids = append(ids, ev.EventID)
+		}
+		start := *evs[root].StreamPos
+		for at := start; at <= end; at++ {
+			got, ok := e.news.withBundled(parents, at, e.isLocal)
+			if !ok {
+				t.Fatalf("at %d: not from the log", at)
+			}
+			want, err := db.Rooms().WithBundledRelations(ctx, ids, at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("at %d: %v, want %v", at, got, want)
+			}
+			if at == end && len(got) != 3 {
+				t.Fatalf("at the end: %v, want the root, the edited and the referred", got)
+			}
+		}
+		// Another server's events may have children from before them.
+		remote := *evs[plain]
+		remote.Sender = "@bob:elsewhere.test"
+		if _, ok := e.news.withBundled([]*Event{&remote}, end, e.isLocal); ok {
+			t.Fatal("a remote parent answered from the log")
+		}
+	})
+}

@@ -19,7 +19,10 @@ type newsLog struct{ log *streamlog.Log[newsEntry] }
 type newsEntry struct {
 	roomNID, eventNID int64
 	// stateAfter is the room's state snapshot after the event (0: none).
-	stateAfter     int64
+	stateAfter int64
+	// bundles is the event this one relates to by a relation bundled
+	// into its parent (thread, edit or reference), if any.
+	bundles        string
 	roomID, sender string
 	// member is the state key of an m.room.member event; isMember tells
 	// it from an event that is none.
@@ -43,6 +46,10 @@ func (l *newsLog) commit(first, end int64, evs []*Event) {
 			continue
 		}
 		e := newsEntry{roomNID: ev.RoomNID, eventNID: ev.NID, roomID: ev.RoomID, sender: ev.Sender, stateAfter: deref(ev.StateAfter)}
+		switch deref2(ev.RelType) {
+		case "m.thread", "m.replace", "m.reference":
+			e.bundles = deref2(ev.RelatesTo)
+		}
 		if ev.Type == "m.room.member" && ev.StateKey != nil {
 			e.isMember, e.member = true, *ev.StateKey
 			if ev.Membership != nil {
@@ -115,4 +122,29 @@ func (l *newsLog) timeline(roomNID, lower, upper int64, limit int) ([]storage.NI
 func (l *newsLog) stateAt(roomNID, pos int64) (int64, bool) {
 	_, e, ok := l.log.Latest(pos, maxNewsScan, func(e newsEntry) bool { return e.roomNID == roomNID })
 	return e.stateAfter, ok
+}
+
+// withBundled answers storage.Rooms.WithBundledRelations for parents
+// whose children all come after them: events of this server's users,
+// whose IDs (hashes of what the server built) nobody could name before
+// they were committed. ok is false for other parents, or a window the log
+// does not hold.
+func (l *newsLog) withBundled(parents []*Event, upTo int64, local func(user string) bool) (map[string]bool, bool) {
+	pos := make(map[string]int64, len(parents))
+	lo := upTo
+	for _, p := range parents {
+		if p.StreamPos == nil || !local(p.Sender) {
+			return nil, false
+		}
+		pos[p.EventID] = *p.StreamPos
+		lo = min(lo, *p.StreamPos)
+	}
+	out := map[string]bool{}
+	held := l.log.Window(lo, upTo, maxNewsScan, func(at int64, e newsEntry) bool {
+		if p, ok := pos[e.bundles]; ok && at > p {
+			out[e.bundles] = true
+		}
+		return true
+	})
+	return out, held
 }

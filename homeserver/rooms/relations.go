@@ -104,6 +104,11 @@ func (e *Engine) aggregate(ctx context.Context, user string, ignored map[string]
 	// commit ask for the same window at the same position.
 	key := strconv.FormatInt(at, 10) + "\x00" + strings.Join(all, "\x00")
 	having, err := finalAt(e.bundled, key, at > 0, func() (map[string]bool, error) {
+		if at > 0 {
+			if having, ok := e.news.withBundled(parents, at, e.isLocal); ok {
+				return having, nil
+			}
+		}
 		return e.store.WithBundledRelations(ctx, all, at)
 	})
 	if err != nil || len(having) == 0 {
