@@ -40,12 +40,9 @@ type Quiet struct {
 	Rooms map[string]bool
 }
 
-// inputsKey names one room's count inputs for a user, as read for a count
-// up to a committed position.
-type inputsKey struct {
-	user, room string
-	at         int64
-}
+// inputsKey names one room's count inputs for a user; they are kept by
+// the committed position they were read for.
+type inputsKey struct{ user, room string }
 
 // roomInputs are one room's share of storage.CountInputs.
 type roomInputs struct {
@@ -64,7 +61,7 @@ func (e *Engine) countInputs(ctx context.Context, user string, rooms []string, u
 	for _, r := range rooms {
 		ri, ok := roomInputs{}, false
 		if quiet.Since > 0 && quiet.Rooms[r] {
-			ri, ok = e.inputs.Get(inputsKey{user, r, quiet.Since})
+			ri, ok = e.inputs.Get(inputsKey{user, r}, quiet.Since)
 		}
 		if !ok {
 			read = append(read, r)
@@ -107,7 +104,7 @@ func (e *Engine) countInputs(ctx context.Context, user string, rooms []string, u
 		}
 	}
 	for r, ri := range per {
-		e.inputs.Put(inputsKey{user, r, upTo}, *ri)
+		e.inputs.Put(inputsKey{user, r}, upTo, *ri)
 	}
 	return in, nil
 }

@@ -104,7 +104,7 @@ type Engine struct {
 	// inputs keeps rooms' count inputs by the position they were read for
 	// (countInputs), for the next build of a window in which they did not
 	// change.
-	inputs *lru.Cache[inputsKey, roomInputs]
+	inputs *lru.Versions[inputsKey, int64, roomInputs]
 	// locks serialise rule changes per user on this instance, so that
 	// m.push_rules account data is written in the order of the changes.
 	locks [64]sync.Mutex
@@ -137,7 +137,7 @@ func New(cfg Config, db *storage.DB, roomsEngine *rooms.Engine, accounts Account
 		roomCtx:    lru.New[string, roomContext](2_000),
 		recent:     newPushLog(8192),
 		countCache: lru.New[countKey, countEntry](100_000),
-		inputs:     lru.New[inputsKey, roomInputs](100_000),
+		inputs:     lru.NewVersions[inputsKey, int64, roomInputs](100_000),
 	}
 }
 

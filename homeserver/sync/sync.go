@@ -131,7 +131,7 @@ type Engine struct {
 	// quietAt keeps, for answers given, the user's notifier generation
 	// before their positions were read: a sync from such a token while
 	// the generation has not moved has nothing to build.
-	quietAt *lru.Cache[quietKey, uint64]
+	quietAt *lru.Versions[string, Token, uint64]
 	// streams reads the streams' positions for all the builds woken at
 	// once: the members of a room woken by one commit share one read
 	// (see positions).
@@ -148,7 +148,7 @@ type joinedAt struct {
 func New(d Deps, log *slog.Logger) *Engine {
 	e := &Engine{d: d, log: log, filters: lru.New[string, *filter.Filter](10_000),
 		slots: make(chan struct{}, buildSlots(d.DB)), joined: lru.New[string, joinedAt](100_000),
-		quietAt: lru.New[quietKey, uint64](100_000)}
+		quietAt: lru.NewVersions[string, Token, uint64](100_000)}
 	if d.DB != nil {
 		e.streams = coalesce.NewEpochReader(d.DB.StreamPositions, d.DB.CommitEpoch)
 	}
@@ -253,7 +253,7 @@ func (e *Engine) Sync(ctx context.Context, req Request) (*Response, error) {
 			// Back with the token of an answer built at this very
 			// generation: nothing that concerns the user has happened
 			// since, so wait without reading the positions.
-			if g, ok := e.quietAt.Get(quietKey{req.UserID, *req.Since}); ok && g == gen {
+			if g, ok := e.quietAt.Get(req.UserID, *req.Since); ok && g == gen {
 				first = false
 				if !e.wait(ctx, req, gen, deadline) {
 					return nil, ctx.Err()
@@ -278,7 +278,7 @@ func (e *Engine) Sync(ctx context.Context, req Request) (*Response, error) {
 			builtGen = gen
 		}
 		if resp != nil && (req.Since == nil || !resp.empty() || remaining <= 0 || req.FullState) {
-			e.quietAt.Put(quietKey{req.UserID, resp.Next}, builtGen)
+			e.quietAt.Put(req.UserID, resp.Next, builtGen)
 			return resp, nil
 		}
 		if !e.wait(ctx, req, gen, deadline) {
@@ -316,12 +316,6 @@ func (e *Engine) wait(ctx context.Context, req Request, gen uint64, deadline tim
 		}
 	}
 	return true
-}
-
-// quietKey names an answer given to a user: its next_batch.
-type quietKey struct {
-	user string
-	next Token
 }
 
 // buildSlots is how many incremental builds run at once. On SQLite a build
