@@ -612,7 +612,7 @@ func (b *batch) setCurrentState(h *head, snap int64) error {
 	for _, kn := range changed {
 		k := keys[kn]
 		nid := newState[kn]
-		delete(h.state, k)
+		h.unsetState(k)
 		if nid == 0 {
 			b.e.store.AddCurrentState(b.sql, h.meta.NID, k.Type, k.StateKey, 0, nil)
 			continue

@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -62,7 +63,10 @@ type head struct {
 	lastEvent int64
 	extrem    []*Event
 	state     map[storage.StateKey]*Event // current state cache; nil value: known unset
-	create    *Event
+	// stateShared is set when state is shared with a clone: it is copied
+	// before it is written.
+	stateShared bool
+	create      *Event
 
 	// Within a batch: the extremities the database holds (as loaded),
 	// whether the head moved, and the newest stream position it reached.
@@ -74,13 +78,34 @@ type head struct {
 }
 
 func (h *head) clone() *head {
+	// The state cache is shared until either side writes to it (setState,
+	// unsetState): a batch clones the head of every request it applies,
+	// to roll back to, and copying the room's state each time was the
+	// persister's largest allocation.
+	h.stateShared = true
 	c := *h
 	c.extrem = append([]*Event(nil), h.extrem...)
-	c.state = make(map[storage.StateKey]*Event, len(h.state))
-	for k, v := range h.state {
-		c.state[k] = v
-	}
 	return &c
+}
+
+// setState records a current state event (nil: known unset).
+func (h *head) setState(k storage.StateKey, ev *Event) {
+	h.ownState()
+	h.state[k] = ev
+}
+
+// unsetState forgets a cached current state event.
+func (h *head) unsetState(k storage.StateKey) {
+	h.ownState()
+	delete(h.state, k)
+}
+
+// ownState copies the state cache if it is shared with a clone.
+func (h *head) ownState() {
+	if h.stateShared {
+		h.state = maps.Clone(h.state)
+		h.stateShared = false
+	}
 }
 
 type persister struct {
@@ -475,7 +500,7 @@ func (b *batch) stateGet(h *head, k storage.StateKey) (*Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	h.state[k] = ev
+	h.setState(k, ev)
 	return ev, nil
 }
 
@@ -630,7 +655,7 @@ func (b *batch) write(h *head, ev *Event, authNIDs []int64) error {
 		if after, err = b.e.snaps.derive(b.ctx, b.snapWriter(), before, map[int64]int64{kn: ev.NID}); err != nil {
 			return err
 		}
-		h.state[k] = ev
+		h.setState(k, ev)
 		b.e.store.AddCurrentState(b.sql, h.meta.NID, k.Type, k.StateKey, ev.NID, ev.Membership)
 		if k.Type == "m.room.create" {
 			h.create = ev
@@ -691,7 +716,7 @@ func (b *batch) applyRedaction(h *head, red *Event) error {
 	b.e.store.AddRedactedBy(b.sql, target, red.EventID)
 	if t.IsState() {
 		// The head's cached copy is the unredacted event.
-		delete(h.state, t.Key())
+		h.unsetState(t.Key())
 	}
 	redactedBy := red.EventID
 	cp := *t
