@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -495,39 +496,58 @@ func (e *Engine) countsAfter(ctx context.Context, user string, want []storage.Pu
 		}
 	}
 	// Counts of each wanted entry by thread; fresh rows land on the entry
-	// they were asked for (a room, or a room and thread).
-	per := make([]map[string]storage.PushCount, len(want))
-	at := make(map[[2]string]int, len(want)) // (room, thread or "") → index in want
-	for i, w := range want {
-		m := map[string]storage.PushCount{}
-		for _, c := range cached[i].counts {
-			m[c.ThreadID] = c
+	// they were asked for (a room, or a room and thread). A cached entry's
+	// counts are shared with the cache: copied before they change.
+	counts := make([][]storage.PushCount, len(want))
+	owned := make([]bool, len(want))
+	for i := range want {
+		counts[i] = cached[i].counts
+	}
+	var at map[[2]string]int // (room, thread or "") → index in want, for many
+	if len(want) > 8 {
+		at = make(map[[2]string]int, len(want))
+		for i, w := range want {
+			at[[2]string{w.RoomID, key(w).thread}] = i
 		}
-		per[i] = m
-		at[[2]string{w.RoomID, key(w).thread}] = i
+	}
+	find := func(room, thread string) int {
+		if at != nil {
+			if i, ok := at[[2]string{room, thread}]; ok {
+				return i
+			}
+			return -1
+		}
+		for i, w := range want {
+			if w.RoomID == room && key(w).thread == thread {
+				return i
+			}
+		}
+		return -1
 	}
 	for _, c := range fresh {
 		t := ""
 		if threads {
 			t = c.ThreadID
 		}
-		i, ok := at[[2]string{c.RoomID, t}]
-		if !ok {
+		i := find(c.RoomID, t)
+		if i < 0 {
 			continue
 		}
-		prev := per[i][c.ThreadID]
-		prev.RoomID, prev.ThreadID = c.RoomID, c.ThreadID
-		prev.Notifications += c.Notifications
-		prev.Highlight += c.Highlight
-		per[i][c.ThreadID] = prev
+		if !owned[i] {
+			counts[i], owned[i] = slices.Clone(counts[i]), true
+		}
+		j := slices.IndexFunc(counts[i], func(p storage.PushCount) bool { return p.ThreadID == c.ThreadID })
+		if j < 0 {
+			counts[i] = append(counts[i], storage.PushCount{RoomID: c.RoomID, ThreadID: c.ThreadID})
+			j = len(counts[i]) - 1
+		}
+		counts[i][j].Notifications += c.Notifications
+		counts[i][j].Highlight += c.Highlight
 	}
 	var out []storage.PushCount
 	for i, w := range want {
-		entry := countEntry{upTo: upper, at: now}
-		for _, c := range per[i] {
-			entry.counts = append(entry.counts, c)
-			out = append(out, c)
-		}
+		entry := countEntry{upTo: upper, at: now, counts: counts[i]}
+		out = append(out, counts[i]...)
 		if !cached[i].at.IsZero() {
 			entry.at = cached[i].at // the age of the full count, not the top-up
 		}
