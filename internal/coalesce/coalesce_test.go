@@ -152,6 +152,11 @@ func TestCurrentFresh(t *testing.T) {
 		time.Sleep(50 * time.Microsecond)
 		return v, nil
 	}, func() uint64 { return uint64(epoch.Load()) })
+	// counted is the newest source value whose change the epoch has
+	// counted: a reader that merely loaded a newer value saw a change
+	// whose writer had not moved the epoch yet, which Current need not
+	// show.
+	var counted atomic.Int64
 	var wg sync.WaitGroup
 	for i := range 16 {
 		wg.Go(func() {
@@ -160,8 +165,10 @@ func TestCurrentFresh(t *testing.T) {
 				if (i+j)%3 == 0 {
 					want = source.Add(1)
 					epoch.Add(1)
+					for c := counted.Load(); c < want && !counted.CompareAndSwap(c, want); c = counted.Load() {
+					}
 				} else {
-					want = source.Load()
+					want = counted.Load()
 				}
 				got, err := r.Current(context.Background())
 				if err != nil || got < want {
