@@ -101,6 +101,9 @@ const deviceKey ctxKey = 0
 
 // DeviceFrom returns the authenticated device of a request, if any.
 func DeviceFrom(ctx context.Context) *accounts.Device {
+	if d, ok := httpapi.Principal(ctx).(*accounts.Device); ok {
+		return d
+	}
 	d, _ := ctx.Value(deviceKey).(*accounts.Device)
 	return d
 }
@@ -124,7 +127,9 @@ func (a *API) auth(h authed) http.Handler {
 		if err != nil {
 			return err
 		}
-		r = r.WithContext(context.WithValue(r.Context(), deviceKey, d))
+		if !httpapi.SetPrincipal(r.Context(), d) {
+			r = r.WithContext(context.WithValue(r.Context(), deviceKey, d))
+		}
 		if a.deps.Presence != nil && !strings.HasSuffix(r.URL.Path, "/sync") { // a sync reports its set_presence itself
 			a.deps.Presence.Touch(d.UserID)
 		}

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,34 +32,77 @@ type Handler func(w http.ResponseWriter, r *http.Request) error
 
 type ctxKey int
 
-const (
-	requestIDKey ctxKey = iota
-	loggerKey
-	userKey
-)
+// stateKey holds a request's *reqState.
+const stateKey ctxKey = 0
+
+// reqState is what the stack knows of a request, in one context value:
+// one allocation per request rather than one per value, and the request
+// copied once.
+type reqState struct {
+	id, ip string
+	base   *slog.Logger
+	// log is base with the request ID, made when first asked for.
+	logOnce sync.Once
+	log     *slog.Logger
+	// attrs are what handlers add to the access log line.
+	mu    sync.Mutex
+	attrs []slog.Attr
+	// principal is who the request authenticated as (SetPrincipal).
+	principal any
+}
+
+func stateOf(ctx context.Context) *reqState {
+	st, _ := ctx.Value(stateKey).(*reqState)
+	return st
+}
+
+func (st *reqState) logger() *slog.Logger {
+	st.logOnce.Do(func() { st.log = st.base.With(slog.String("req", st.id)) })
+	return st.log
+}
 
 // RequestID returns the request's ID, also sent as X-Request-Id.
 func RequestID(ctx context.Context) string {
-	s, _ := ctx.Value(requestIDKey).(string)
-	return s
+	if st := stateOf(ctx); st != nil {
+		return st.id
+	}
+	return ""
 }
 
 // Logger returns the request-scoped logger.
 func Logger(ctx context.Context) *slog.Logger {
-	if l, ok := ctx.Value(loggerKey).(*slog.Logger); ok {
-		return l
+	if st := stateOf(ctx); st != nil {
+		return st.logger()
 	}
 	return slog.Default()
 }
 
-// logFields collects attributes a handler adds to its access log line.
-type logFields struct{ attrs []slog.Attr }
-
 // SetLogUser records who made the request for the access log.
 func SetLogUser(ctx context.Context, userID string) {
-	if f, ok := ctx.Value(userKey).(*logFields); ok {
-		f.attrs = append(f.attrs, slog.String("user", userID))
+	if st := stateOf(ctx); st != nil {
+		st.mu.Lock()
+		st.attrs = append(st.attrs, slog.String("user", userID))
+		st.mu.Unlock()
 	}
+}
+
+// SetPrincipal records who the request authenticated as, for Principal:
+// without copying the request to carry it in a new context. It reports
+// false when ctx is not a request's that went through the Stack.
+func SetPrincipal(ctx context.Context, v any) bool {
+	if st := stateOf(ctx); st != nil {
+		st.principal = v
+		return true
+	}
+	return false
+}
+
+// Principal returns what SetPrincipal recorded (nil if nothing).
+func Principal(ctx context.Context) any {
+	if st := stateOf(ctx); st != nil {
+		return st.principal
+	}
+	return nil
 }
 
 var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
@@ -144,15 +188,30 @@ func isInvalidInput(err error) bool {
 
 // JSON writes v as a JSON response.
 func JSON(w http.ResponseWriter, status int, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
+	// Encoded into a pooled buffer rather than by json.Marshal, whose
+	// result is a copy of its own buffer: every response is garbage the
+	// moment it is written.
+	buf := jsonBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= maxPooledJSON {
+			buf.Reset()
+			jsonBuffers.Put(buf)
+		}
+	}()
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
 		return fmt.Errorf("encode response: %w", err)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	_, _ = w.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 	return nil
 }
+
+// jsonBuffers pools JSON's encoding buffers; maxPooledJSON keeps the rare
+// large answer (an initial sync) from being held by the pool.
+var jsonBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledJSON = 64 << 10
 
 // RawJSON writes already-encoded JSON.
 func RawJSON(w http.ResponseWriter, status int, b []byte) error {

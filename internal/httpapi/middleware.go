@@ -80,12 +80,8 @@ func (s *Stack) Handler(next http.Handler) http.Handler {
 		start := time.Now()
 		s.idsOnce.Do(func() { s.ids = newRequestIDs() })
 		id := s.ids.next()
-		fields := &logFields{}
-		log := s.Logger.With(slog.String("req", id))
-		ctx := context.WithValue(r.Context(), requestIDKey, id)
-		ctx = context.WithValue(ctx, loggerKey, log)
-		ctx = context.WithValue(ctx, userKey, fields)
-		ctx = context.WithValue(ctx, clientIPKey, s.clientIP(r))
+		st := &reqState{id: id, ip: s.clientIP(r), base: s.Logger}
+		ctx := context.WithValue(r.Context(), stateKey, st)
 		r = r.WithContext(ctx)
 
 		h := w.Header()
@@ -121,7 +117,7 @@ func (s *Stack) Handler(next http.Handler) http.Handler {
 		if sw.status >= 500 {
 			level = slog.LevelWarn
 		}
-		if !log.Enabled(ctx, level) {
+		if !s.Logger.Enabled(ctx, level) {
 			return
 		}
 		attrs := []slog.Attr{
@@ -132,8 +128,10 @@ func (s *Stack) Handler(next http.Handler) http.Handler {
 			slog.Int64("bytes", sw.size),
 			slog.String("ip", ClientIP(ctx)),
 		}
-		attrs = append(attrs, fields.attrs...)
-		log.LogAttrs(ctx, level, "request", attrs...)
+		st.mu.Lock()
+		attrs = append(attrs, st.attrs...)
+		st.mu.Unlock()
+		st.logger().LogAttrs(ctx, level, "request", attrs...)
 	})
 }
 
@@ -146,13 +144,13 @@ func (s *Stack) unlimited(path string) bool {
 	return false
 }
 
-const clientIPKey ctxKey = 100
-
 // ClientIP returns the client's address, believing X-Forwarded-For only
 // from trusted proxies.
 func ClientIP(ctx context.Context) string {
-	s, _ := ctx.Value(clientIPKey).(string)
-	return s
+	if st := stateOf(ctx); st != nil {
+		return st.ip
+	}
+	return ""
 }
 
 func (s *Stack) clientIP(r *http.Request) string {
