@@ -95,19 +95,6 @@ func New(cfg Config, deps Deps) *API {
 // authed is a handler that needs an access token.
 type authed func(w http.ResponseWriter, r *http.Request, d *accounts.Device) error
 
-type ctxKey int
-
-const deviceKey ctxKey = 0
-
-// DeviceFrom returns the authenticated device of a request, if any.
-func DeviceFrom(ctx context.Context) *accounts.Device {
-	if d, ok := httpapi.Principal(ctx).(*accounts.Device); ok {
-		return d
-	}
-	d, _ := ctx.Value(deviceKey).(*accounts.Device)
-	return d
-}
-
 // AccessToken extracts the access token: the Authorization header, or the
 // deprecated access_token query parameter.
 func AccessToken(r *http.Request) string {
@@ -126,9 +113,6 @@ func (a *API) auth(h authed) http.Handler {
 		d, err := a.authenticate(r)
 		if err != nil {
 			return err
-		}
-		if !httpapi.SetPrincipal(r.Context(), d) {
-			r = r.WithContext(context.WithValue(r.Context(), deviceKey, d))
 		}
 		if a.deps.Presence != nil && !strings.HasSuffix(r.URL.Path, "/sync") { // a sync reports its set_presence itself
 			a.deps.Presence.Touch(d.UserID)

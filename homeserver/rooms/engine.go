@@ -89,7 +89,8 @@ type Engine struct {
 	// bundled remembers which events of a window have children to bundle,
 	// as of a committed position (aggregate); the maps are never modified.
 	bundled *lru.Cache[string, map[string]bool]
-	// news remembers the events committed last, for WindowNews.
+	// news remembers the events committed last, for what a woken sync
+	// reads: WindowNews, timeline windows, state at a position, bundling.
 	news     *newsLog
 	keyNIDs  sync.Map // storage.StateKey → int64
 	keyNames sync.Map // int64 → storage.StateKey

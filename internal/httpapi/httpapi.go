@@ -47,8 +47,6 @@ type reqState struct {
 	// attrs are what handlers add to the access log line.
 	mu    sync.Mutex
 	attrs []slog.Attr
-	// principal is who the request authenticated as (SetPrincipal).
-	principal any
 }
 
 func stateOf(ctx context.Context) *reqState {
@@ -84,25 +82,6 @@ func SetLogUser(ctx context.Context, userID string) {
 		st.attrs = append(st.attrs, slog.String("user", userID))
 		st.mu.Unlock()
 	}
-}
-
-// SetPrincipal records who the request authenticated as, for Principal:
-// without copying the request to carry it in a new context. It reports
-// false when ctx is not a request's that went through the Stack.
-func SetPrincipal(ctx context.Context, v any) bool {
-	if st := stateOf(ctx); st != nil {
-		st.principal = v
-		return true
-	}
-	return false
-}
-
-// Principal returns what SetPrincipal recorded (nil if nothing).
-func Principal(ctx context.Context) any {
-	if st := stateOf(ctx); st != nil {
-		return st.principal
-	}
-	return nil
 }
 
 var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)

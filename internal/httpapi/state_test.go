@@ -50,29 +50,25 @@ func TestJSONMatchesMarshal(t *testing.T) {
 func TestRequestState(t *testing.T) {
 	st := &Stack{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	type seen struct {
-		id, ip    string
-		principal any
-		logger    bool
+		id, ip string
+		logger bool
 	}
 	var got seen
 	h := st.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
-		if !SetPrincipal(ctx, "@alice:x") {
-			t.Error("SetPrincipal refused inside the stack")
-		}
 		SetLogUser(ctx, "@alice:x")
-		got = seen{id: RequestID(ctx), ip: ClientIP(ctx), principal: Principal(ctx), logger: Logger(ctx) != slog.Default()}
+		got = seen{id: RequestID(ctx), ip: ClientIP(ctx), logger: Logger(ctx) != slog.Default()}
 	}))
 	req := httptest.NewRequest(http.MethodGet, "/x", nil)
 	req.RemoteAddr = "192.0.2.7:5555"
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
-	want := seen{id: rec.Header().Get("X-Request-Id"), ip: "192.0.2.7", principal: "@alice:x", logger: true}
+	want := seen{id: rec.Header().Get("X-Request-Id"), ip: "192.0.2.7", logger: true}
 	if got != want || got.id == "" {
 		t.Fatalf("inside the stack: %+v, want %+v", got, want)
 	}
 	ctx := context.Background()
-	if SetPrincipal(ctx, "x") || Principal(ctx) != nil || RequestID(ctx) != "" || ClientIP(ctx) != "" || Logger(ctx) != slog.Default() {
+	if RequestID(ctx) != "" || ClientIP(ctx) != "" || Logger(ctx) != slog.Default() {
 		t.Fatal("a context outside the stack answered")
 	}
 }
